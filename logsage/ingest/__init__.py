@@ -1,0 +1,309 @@
+"""Ingest: any supported training log (a file or a run folder) into one `History`.
+
+    >>> from logsage import load_history
+    >>> h = load_history("runs/qwen-lora")              # format detected and reported in h.format
+    >>> h = load_history("events.out.tfevents.1.host", format="tensorboard")
+
+What a run is: each path given is one run. A folder is one run whatever it holds
+(a trainer_state.json at its root and in checkpoint-N/, several event files,
+summaries such as all_results.json, a logsage manifest). When two sources in the
+folder hold the same metric, the more precise one wins (trainer_state.json keeps
+float64, event files float32, model cards are rounded) and the choice is recorded
+in `History.cleanups`. Summary files are run summaries (`History.summary`), never
+points of a curve. Files no reader claims are listed as skipped, not read.
+
+One module per format; `FORMATS` lists them in detection order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Iterable
+
+from logsage.errors import IngestError, UsageError
+from logsage.history import Cleanup, History, Series
+from logsage.ingest.base import PRECISION_RANK, ReadContext, ReadResult
+
+# Detection order matters: the first reader that claims a file reads it.
+_READER_MODULES = [
+    "trainer_state",
+    "tensorboard",
+    "swift",
+    "llamafactory",
+    "lightning_csv",
+    "keras_csv",
+    "tb_csv",
+    "wandb_csv",
+    "mlflow",
+    "model_card",
+    "wide",
+]
+
+_SUMMARY_FILES = {"all_results.json", "eval_results.json", "train_results.json", "test_results.json",
+                  "predict_results.json"}
+# Files that belong to a run but are not metric logs; listed as ignored, not as "skipped".
+_KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.json", "config.json",
+                   "training_args.bin", "logsage_run.json", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt",
+                   ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml"}
+
+# Weights, images and code: part of a run folder, never logs.
+_NOT_LOG_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".png", ".jpg", ".jpeg",
+                     ".svg", ".py", ".lock", ".npz", ".npy", ".gguf", ".onnx", ".msgpack", ".h5"}
+
+_loaded: dict[str, ModuleType] = {}
+
+
+def _readers() -> list[ModuleType]:
+    mods = []
+    for name in _READER_MODULES:
+        if name not in _loaded:
+            try:
+                _loaded[name] = importlib.import_module(f"logsage.ingest.{name}")
+            except ModuleNotFoundError as e:  # a reader not written yet: not offered
+                if e.name == f"logsage.ingest.{name}":
+                    continue
+                raise
+        mods.append(_loaded[name])
+    return mods
+
+
+def formats() -> list[str]:
+    """Names accepted by `--format`, in detection order."""
+    return [m.FORMAT for m in _readers()]
+
+
+class _Formats:
+    """Lazy list of supported format names (`logsage.FORMATS`)."""
+
+    def __iter__(self):
+        return iter(formats())
+
+    def __contains__(self, item: object) -> bool:
+        return item in formats()
+
+    def __repr__(self) -> str:
+        return repr(formats())
+
+
+FORMATS = _Formats()
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096)
+    except OSError:
+        return b""
+
+
+def _is_checkpoint_dir(name: str) -> bool:
+    return name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit()
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    """Files of a run folder, sorted; a checkpoint-N/ folder contributes only its trainer_state.json."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+        here = Path(dirpath)
+        parts = here.relative_to(root).parts
+        if parts and _is_checkpoint_dir(parts[0]):
+            dirnames[:] = []
+            if len(parts) == 1 and "trainer_state.json" in filenames:
+                yield here / "trainer_state.json"
+            continue
+        for fn in sorted(filenames):
+            yield here / fn
+
+
+def _reader_for(path: Path, readers: list[ModuleType]) -> ModuleType | None:
+    head = _head(path)
+    for r in readers:
+        try:
+            if r.claims(path, head):
+                return r
+        except Exception:  # a sniffing bug must not hide other formats
+            continue
+    return None
+
+
+def load_history(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> History:
+    """Read one run (a log file or a run folder) into a `History`.
+
+    Args:
+        path: a log file or a run folder; echoed back unchanged in `History.path`.
+        format: force a reader (one of `formats()`); default: detect per file.
+        use_cache: reuse parsed event files from the cache when unchanged.
+        cache_dir: where the cache lives (default: the user's cache folder).
+
+    Raises:
+        IngestError: the path is missing, holds no log, or a log is broken.
+        UsageError: `format` is not a supported format.
+    """
+    given = str(path)
+    p = Path(path)
+    readers = _readers()
+    if format is not None:
+        match = [r for r in readers if r.FORMAT == format]
+        if not match:
+            raise UsageError(f"unknown format {format!r}; choose one of: {', '.join(formats())}")
+        readers = match
+    if not p.exists():
+        raise IngestError(f"{given}: no such file or folder; give a log file or a run folder")
+    ctx = ReadContext(use_cache=use_cache, cache_dir=Path(cache_dir) if cache_dir else None,
+                      run_root=p if p.is_dir() else None)
+    history = History(path=given, format="")
+    groups: dict[str, list[Path]] = {}
+    by_name = {r.FORMAT: r for r in readers}
+
+    if p.is_file():
+        r = readers[0] if format is not None else _reader_for(p, readers)
+        if r is None:
+            raise IngestError(
+                f"{given}: not a log format logsage recognises; pass --format with one of: {', '.join(formats())}"
+            )
+        groups[r.FORMAT] = [p]
+    else:
+        for f in _walk(p):
+            rel = str(f.relative_to(p))
+            if f.name in _SUMMARY_FILES:
+                _read_summary(f, history)
+                continue
+            if f.name == "logsage_run.json":
+                history.meta.setdefault("manifest", str(f))
+                continue
+            r = _reader_for(f, readers)
+            if r is None:
+                if f.name not in _KNOWN_NON_LOGS and f.suffix.lower() not in _NOT_LOG_SUFFIXES:
+                    history.cleanups.append(
+                        Cleanup("skipped_file", f"{rel}: not a log format logsage reads; skipped", file=str(f)))
+                continue
+            groups.setdefault(r.FORMAT, []).append(f)
+
+    results: list[ReadResult] = []
+    for fmt, files in groups.items():
+        results.append(by_name[fmt].read(files, ctx=ctx))
+
+    _merge(history, results)
+
+    from logsage.ingest.checkpoints import inventory  # local: only folders have checkpoints
+
+    if p.is_dir():
+        history.checkpoints = inventory(p)
+    if not history.series:
+        if not results:
+            raise IngestError(
+                f"{given}: no training log found (looked for trainer_state.json, TensorBoard event files, "
+                "logging.jsonl, trainer_log.jsonl, metrics.csv, ...); pass --format to force a reader"
+            )
+        history.warnings.append(f"{given}: the log holds no metric values")
+    return history
+
+
+def _read_summary(f: Path, history: History) -> None:
+    from logsage.ingest.base import loads_lenient, read_text, to_float
+
+    try:
+        data = loads_lenient(read_text(f), file=str(f))
+    except IngestError as e:
+        history.warnings.append(str(e))
+        return
+    if isinstance(data, dict):
+        for k, v in data.items():
+            fv = to_float(v)
+            if fv is not None:
+                history.summary.setdefault(k, fv)
+        history.files.append(str(f))
+
+
+def _merge(history: History, results: list[ReadResult]) -> None:
+    """Combine readers' results; for a metric held by several sources the most precise wins."""
+    chosen: dict[str, tuple[Series, str]] = {}  # canonical -> (series, precision)
+    fmts = []
+    for res in results:
+        fmts.append(res.format)
+        history.files.extend(res.files)
+        history.cleanups.extend(res.cleanups)
+        history.warnings.extend(res.warnings)
+        for k, v in res.meta.items():
+            history.meta.setdefault(k, v)
+        for k, v in res.summary.items():
+            history.summary.setdefault(k, v)
+    # Decide per canonical name across formats (within one format, distinct source names all stay).
+    owner: dict[str, str] = {}
+    for res in sorted(results, key=lambda r: -PRECISION_RANK.get(r.precision, 0)):
+        for s in res.series:
+            fmt = owner.get(s.canonical)
+            if fmt is None:
+                owner[s.canonical] = res.format
+                history.series[s.name] = s
+            elif fmt == res.format:
+                history.series[s.name] = s
+            else:
+                kept = next(x for x in history.series.values() if x.canonical == s.canonical)
+                history.cleanups.append(Cleanup(
+                    "source_choice",
+                    f"{s.canonical}: kept {kept.name!r} from {fmt} ({kept.precision}) over {s.name!r} from {res.format} ({s.precision})",
+                    file=s.source, metric=s.name))
+    history.format = "+".join(fmts)
+
+
+def stitch_histories(histories: list[History], *, path: str | None = None) -> History:
+    """One run resumed into other folders: later segments win for the steps they rewrite.
+
+    Each seam (where a segment starts, and how many earlier steps it overrode) is
+    recorded as a `seam` cleanup.
+    """
+    if not histories:
+        raise UsageError("nothing to stitch: give at least one path")
+    out = History(path=path or " + ".join(h.path for h in histories),
+                  format="+".join(dict.fromkeys(h.format for h in histories)))
+    import numpy as np
+
+    for i, h in enumerate(histories):
+        out.files.extend(h.files)
+        out.cleanups.extend(h.cleanups)
+        out.warnings.extend(h.warnings)
+        out.checkpoints.extend(h.checkpoints)
+        for k, v in h.meta.items():
+            out.meta[k] = v  # the later segment knows the final budget
+        out.summary.update(h.summary)
+        out.per_example.update(h.per_example)
+        first = min((s.first_step for s in h.series.values() if len(s)), default=None)
+        if i:
+            overridden = 0
+            for name, s in h.series.items():
+                if name in out.series and len(s):
+                    prev = out.series[name]
+                    overridden += int((prev.steps >= s.first_step).sum())
+            out.cleanups.append(Cleanup(
+                "seam", f"segment {h.path} starts at step {first}; it overrides {overridden} earlier point(s)",
+                file=h.path, count=overridden))
+        for name, s in h.series.items():
+            if name not in out.series or not len(s):
+                out.series[name] = s
+                continue
+            prev = out.series[name]
+            keep = prev.steps < s.first_step  # a resumed segment rewrites everything from its first step on
+            merged = Series(name, np.concatenate([prev.steps[keep], s.steps]),
+                            np.concatenate([prev.values[keep], s.values]),
+                            canonical=s.canonical, kind=s.kind, source=f"{prev.source}; {s.source}",
+                            format=s.format, precision=s.precision)
+            out.series[name] = merged
+    by_step = {}
+    for c in out.checkpoints:
+        by_step[c.step] = c  # later segment's checkpoint wins
+    out.checkpoints = [by_step[k] for k in sorted(by_step)]
+    return out
+
+
+__all__ = ["FORMATS", "formats", "load_history", "stitch_histories"]

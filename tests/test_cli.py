@@ -1,0 +1,107 @@
+"""CLI basics: start-up weight, help, version, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from logsage.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "fixtures" / "real-runs" / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan"
+HEAVY = ("torch", "transformers", "peft")
+
+
+def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "logsage", *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def test_import_cli_and_analysis_commands_never_import_torch():
+    code = (
+        "import sys, logsage.cli\n"
+        "from click.testing import CliRunner\n"
+        "r = CliRunner()\n"
+        "assert r.invoke(logsage.cli.cli, ['--help']).exit_code == 0\n"
+        f"r.invoke(logsage.cli.cli, ['ingest', {str(RUN)!r}, '--json'])\n"
+        "for name in ('replay', 'rules', 'tune', 'report', 'watch'):\n"
+        "    r.invoke(logsage.cli.cli, [name, '--help'])\n"
+        f"r.invoke(logsage.cli.cli, ['replay', {str(RUN)!r}, '--rule', 'hf', '--json'])\n"
+        f"r.invoke(logsage.cli.cli, ['rules'])\n"
+        "print(','.join(m for m in " + repr(HEAVY) + " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+def test_help_lists_commands_and_version():
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0 and "ingest" in r.output
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and "logsage" in r.output
+
+
+def test_python_dash_m_works():
+    out = _run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("logsage")
+
+
+def test_format_names_match_readers():
+    from logsage.commands._output import FORMAT_NAMES
+    from logsage.ingest import _READER_MODULES, formats
+
+    assert len(FORMAT_NAMES) == len(_READER_MODULES)
+    assert set(formats()) <= set(FORMAT_NAMES)
+
+
+def test_ingest_json_is_one_strict_document():
+    out = _run("ingest", str(RUN), "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
+    (run,) = doc["runs"]
+    assert run["path"] == str(RUN)
+    assert run["format"] == "trainer-state"
+    assert run["metrics"]["eval_loss"] == {**run["metrics"]["eval_loss"], "count": 25, "first_step": 500,
+                                           "last_step": 12500, "canonical": "eval_loss"}
+    assert run["checkpoints"] == [] and isinstance(run["warnings"], list)
+
+
+def test_path_echoed_as_given(tmp_path):
+    rel = "fixtures/real-runs/hf_trainer_state/whisper-large-v2-ja-38ep/"
+    out = _run("ingest", rel, "--json")
+    assert json.loads(out.stdout)["runs"][0]["path"] == rel
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["ingest", "does/not/exist"], 1, "does/not/exist: no such file or folder"),
+    (["ingest", str(RUN), "--format", "nope"], 2, "Invalid value for '--format'"),
+    (["ingest"], 2, "Missing argument"),
+    (["nonsense-command"], 2, "No such command"),
+])
+def test_bad_input_exit_codes_and_one_line_errors(args, code, needle):
+    out = _run(*args)
+    assert out.returncode == code
+    assert needle in out.stderr
+    if code == 1:
+        assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("Error: ")
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    p = tmp_path / "trainer_state.json"
+    p.write_text('{"log_history": [ {"step": 1, ')
+    out = _run("ingest", str(p))
+    assert out.returncode == 1 and str(p) in out.stderr and "Traceback" not in out.stderr
+    dbg = _run("--debug", "ingest", str(p))
+    assert "Traceback" in dbg.stderr
+
+
+def test_several_runs_one_bad(tmp_path):
+    out = _run("ingest", str(RUN), str(tmp_path / "missing"), "--json")
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert len(doc["runs"]) == 1 and doc["errors"][0]["run"] == str(tmp_path / "missing")
