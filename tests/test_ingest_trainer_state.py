@@ -84,13 +84,25 @@ def test_checkpoint_folders_numeric_order_longest_history_wins(tmp_path):
 def test_duplicate_steps_later_write_wins_and_is_recorded(tmp_path):
     state = _state("whisper-large-v2-ja-38ep")
     first_eval = next(r for r in state["log_history"] if "eval_loss" in r)
-    state["log_history"].append(dict(first_eval, eval_loss=9.5))  # a resumed run re-evaluated that step
+    # a resumed run re-evaluated that step (before the end-of-training summary record)
+    state["log_history"].insert(-1, dict(first_eval, eval_loss=9.5))
     (tmp_path / "trainer_state.json").write_text(json.dumps(state))
     h = logsage.load_history(tmp_path)
     s = h.metric("eval_loss")
     assert len(s) == 5
     assert s.values[0] == 9.5
     assert any(c.kind == "duplicates" and c.metric == "eval_loss" and c.count == 1 for c in h.cleanups)
+
+
+def test_final_evaluate_after_the_summary_is_a_summary_not_a_point(tmp_path):
+    state = _state("whisper-large-v2-ja-38ep")
+    last_eval = [r for r in state["log_history"] if "eval_loss" in r][-1]
+    state["log_history"].append(dict(last_eval, eval_loss=0.25))  # trainer.evaluate() of the best model
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+    h = logsage.load_history(tmp_path)
+    s = h.metric("eval_loss")
+    assert len(s) == 5 and s.values[-1] == last_eval["eval_loss"]
+    assert h.summary["eval_loss"] == 0.25
 
 
 def test_metric_aliases_and_missing_metric_message():

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable
 
+import numpy as np
+
 from logsage.errors import IngestError, UsageError
 from logsage.history import Cleanup, History, Series
 from logsage.ingest.base import PRECISION_RANK, ReadContext, ReadResult
@@ -226,11 +228,14 @@ def _read_summary(f: Path, history: History) -> None:
 
 
 def _merge(history: History, results: list[ReadResult]) -> None:
-    """Combine readers' results; for a metric held by several sources the most precise wins."""
-    chosen: dict[str, tuple[Series, str]] = {}  # canonical -> (series, precision)
-    fmts = []
+    """Combine readers' results; for a metric held by several sources the most precise wins.
+
+    Ties in precision go to the reader earlier in detection order (trainer_state
+    first). Points that only a less precise source holds (a log that ran past the
+    last checkpoint's trainer_state.json) are added, not dropped, and recorded.
+    """
+    order = {m: i for i, m in enumerate(formats())}
     for res in results:
-        fmts.append(res.format)
         history.files.extend(res.files)
         history.cleanups.extend(res.cleanups)
         history.warnings.extend(res.warnings)
@@ -238,23 +243,30 @@ def _merge(history: History, results: list[ReadResult]) -> None:
             history.meta.setdefault(k, v)
         for k, v in res.summary.items():
             history.summary.setdefault(k, v)
-    # Decide per canonical name across formats (within one format, distinct source names all stay).
-    owner: dict[str, str] = {}
-    for res in sorted(results, key=lambda r: -PRECISION_RANK.get(r.precision, 0)):
+    ranked = sorted(results, key=lambda r: (-PRECISION_RANK.get(r.precision, 0), order.get(r.format, 99)))
+    # Within one format, distinct source names all stay; across formats, one source per canonical name.
+    owner: dict[str, tuple[str, str]] = {}  # canonical -> (format, kept series name)
+    for res in ranked:
         for s in res.series:
-            fmt = owner.get(s.canonical)
-            if fmt is None:
-                owner[s.canonical] = res.format
+            held = owner.get(s.canonical)
+            if held is None or held[0] == res.format:
+                owner.setdefault(s.canonical, (res.format, s.name))
                 history.series[s.name] = s
-            elif fmt == res.format:
-                history.series[s.name] = s
-            else:
-                kept = next(x for x in history.series.values() if x.canonical == s.canonical)
-                history.cleanups.append(Cleanup(
-                    "source_choice",
-                    f"{s.canonical}: kept {kept.name!r} from {fmt} ({kept.precision}) over {s.name!r} from {res.format} ({s.precision})",
-                    file=s.source, metric=s.name))
-    history.format = "+".join(fmts)
+                continue
+            kept = history.series[held[1]]
+            extra = ~np.isin(s.steps, kept.steps)
+            note = f"{s.canonical}: kept {kept.name!r} from {held[0]} ({kept.precision}) over {s.name!r} from {res.format} ({s.precision})"
+            if extra.any():
+                n = int(extra.sum())
+                merged, _ = Series.from_points(
+                    kept.name, np.concatenate([kept.steps, s.steps[extra]]),
+                    np.concatenate([kept.values, s.values[extra]]),
+                    canonical=kept.canonical, kind=kept.kind, source=f"{kept.source}; {s.source}",
+                    format=kept.format, precision=kept.precision)
+                history.series[kept.name] = merged
+                note += f"; {n} point(s) only {res.format} has were added"
+            history.cleanups.append(Cleanup("source_choice", note, file=s.source, metric=s.name))
+    history.format = "+".join(sorted((r.format for r in results), key=lambda f: order.get(f, 99)))
 
 
 def stitch_histories(histories: list[History], *, path: str | None = None) -> History:
@@ -267,8 +279,6 @@ def stitch_histories(histories: list[History], *, path: str | None = None) -> Hi
         raise UsageError("nothing to stitch: give at least one path")
     out = History(path=path or " + ".join(h.path for h in histories),
                   format="+".join(dict.fromkeys(h.format for h in histories)))
-    import numpy as np
-
     for i, h in enumerate(histories):
         out.files.extend(h.files)
         out.cleanups.extend(h.cleanups)

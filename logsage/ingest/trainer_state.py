@@ -12,6 +12,9 @@ being written last), and records the others as superseded.
 * `epoch` becomes a series of its own, so every step has an epoch;
 * the final summary record (`train_runtime`, `train_loss`, ...) is a run summary
   (`meta`/`summary`), never a point of a curve;
+* an evaluation written after that summary at a step the curve already has (a
+  final `trainer.evaluate()`, of the best model under load_best_model_at_end) is a
+  summary too; the periodic value stays on the curve;
 * records without a `step` (`predict_*` from Seq2Seq scripts) cannot be placed on
   the curve: their values go to `summary` and the count is recorded.
 
@@ -94,16 +97,27 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     no_step: dict[str, float] = {}
     n_no_step = 0
     n_null = 0
+    after_summary = False
+    n_final_evals = 0
     for rec in state["log_history"]:
         if not isinstance(rec, dict):
             continue
         step = rec.get("step")
         if _SUMMARY_KEYS & rec.keys() and not any(k.startswith("eval_") for k in rec):
+            after_summary = True
             for k, v in rec.items():
                 fv = to_float(v)
                 if fv is not None and k not in ("step", "epoch"):
                     res.summary[k] = fv
                     res.meta.setdefault(k, fv)
+            continue
+        if after_summary and isinstance(step, int) and any(
+                step in columns.get(k, ((), ()))[0] for k in rec if k.startswith("eval_")):
+            # trainer.evaluate() after training (often of the best model, with
+            # load_best_model_at_end) at a step the curve already has: a summary.
+            n_final_evals += 1
+            res.summary.update({k: fv for k, v in rec.items()
+                                if k.startswith("eval_") and (fv := to_float(v)) is not None})
             continue
         if not isinstance(step, (int, float)) or isinstance(step, bool):
             n_no_step += 1
@@ -129,6 +143,12 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             "dropped_record",
             f"{n_no_step} log_history record(s) without a step (e.g. predict_*) kept as run summary, not curve points",
             file=str(path), count=n_no_step))
+    if n_final_evals:
+        res.cleanups.append(Cleanup(
+            "duplicates",
+            f"{n_final_evals} evaluation record(s) written after the training summary at an already evaluated step "
+            "(a final trainer.evaluate(), e.g. of the best model) kept as run summary, not curve points",
+            file=str(path), count=n_final_evals))
     if n_null:
         res.cleanups.append(Cleanup("dropped_record", f"{n_null} null value(s) in log_history skipped",
                                     file=str(path), count=n_null))
