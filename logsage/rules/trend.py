@@ -1,0 +1,105 @@
+"""The slope rule: stop when a least-squares line through the latest evaluations rises significantly.
+
+The guides score a stop by the slope of the last 5 validation losses
+(seed-rules.md, 'Scoring a stopping decision'); this rule turns that score into a
+decision, with the p-value as its statistically honest companion.
+"""
+
+from __future__ import annotations
+
+import math
+
+from logsage.rules._common import (
+    at_least,
+    best_index_upto,
+    best_phrase,
+    evals,
+    num,
+    require,
+    undecidable,
+)
+from logsage.rules.base import Outcome, RuleInput, rule
+
+
+def _validate(*, window: int, alpha: float) -> None:
+    at_least("slope", "window", window, 3)
+    require("slope", alpha is not None and 0.0 < alpha < 1.0, f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def ols_t(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(slope, t statistic of the slope) of the least-squares line; t is ±inf for a perfect fit."""
+    n = len(xs)
+    mx = sum(xs) / n
+    my = sum(ys) / n
+    sxx = sum((a - mx) ** 2 for a in xs)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(xs, ys))
+    syy = sum((b - my) ** 2 for b in ys)
+    slope = sxy / sxx
+    ssr = max(syy - slope * sxy, 0.0)
+    if ssr == 0.0:
+        return slope, (math.copysign(math.inf, slope) if slope != 0 else math.nan)
+    return slope, slope / math.sqrt(ssr / (n - 2) / sxx)
+
+
+def one_sided_p(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(slope, p-value for 'slope > 0') from scipy.stats.linregress: the two-sided p halved on the rising side."""
+    from scipy.stats import linregress
+
+    res = linregress(xs, ys)
+    p2 = float(res.pvalue) if not math.isnan(res.pvalue) else 1.0
+    return float(res.slope), (p2 / 2 if res.slope > 0 else 1.0 - p2 / 2)
+
+
+@rule("slope", reference="least-squares trend of the last evaluations with a one-sided t-test "
+                         "(scipy.stats.linregress); seed-rules.md 'Scoring a stopping decision'",
+      validate=_validate)
+def slope(x: RuleInput, *, window: int = 5, alpha: float = 0.05) -> Outcome:
+    """Slope: stop when the metric's least-squares trend over the last `window` evaluations worsens significantly.
+
+    At each evaluation the line is fitted through the last `window` finite values
+    (x = evaluation index, so the slope is per evaluation; non-finite values are
+    skipped). The test is one-sided: p is scipy.stats.linregress' two-sided p-value
+    halved when the slope points the worsening way (rising loss, falling accuracy),
+    and 1 − p/2 otherwise; the stop needs p < alpha, so a flat or improving trend
+    never stops. Before `window` finite values exist the rule keeps going. best_index
+    is the best evaluation at the stop.
+
+    Args:
+        window: finite evaluations in the fit. Must be >= 3 (a p-value needs one
+            degree of freedom).
+        alpha: significance level; the stop needs the one-sided p-value strictly
+            below it. Must be in (0, 1).
+    """
+    _validate(window=window, alpha=alpha)
+    vals = x.values.tolist()
+    n = len(vals)
+    finite_idx = [t for t, v in enumerate(vals) if math.isfinite(v)]
+    if len(finite_idx) < window:
+        return undecidable(f"{x.metric} has {evals(len(finite_idx))} with a finite value; "
+                           f"rule slope needs at least window={window}")
+    from scipy.stats import t as student_t
+
+    # p < alpha  <=>  t statistic > the one-sided critical value: one ppf instead of a test per evaluation.
+    t_crit = float(student_t.ppf(1.0 - alpha, window - 2))
+    xs_all: list[float] = []
+    ys_all: list[float] = []
+    for t, v in enumerate(vals):
+        if not math.isfinite(v):
+            continue
+        xs_all.append(float(t))
+        ys_all.append(v)
+        if len(xs_all) < window or t < x.not_before:
+            continue
+        xs, ys = xs_all[-window:], ys_all[-window:]
+        b, tstat = ols_t(xs, ys)
+        if b > 0 and tstat > t_crit:
+            b_lin, p = one_sided_p(xs, ys)
+            shown_slope = -b_lin if x.mode == "max" else b_lin
+            best = best_index_upto(vals, t)
+            word = "falling" if x.mode == "max" else "rising"
+            return Outcome(t, best, f"{x.metric} has been {word} over its last {window} finite evaluations "
+                                    f"(slope {num(shown_slope)} per evaluation, one-sided p {num(p)} < {num(alpha)}) "
+                                    f"at step {int(x.steps[t])}; {best_phrase(x, best)}")
+    best = best_index_upto(vals, n - 1)
+    return Outcome(None, best, f"{x.metric} never worsened significantly (alpha {num(alpha)}) over {window} "
+                               f"evaluations in {evals(n)}; {best_phrase(x, best)}")
