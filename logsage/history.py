@@ -40,8 +40,9 @@ class Cleanup:
     ``truncated`` (a damaged or cut record; everything before it was kept),
     ``rounded`` (the source rounds values), ``source_choice`` (two sources held the
     same metric; the more precise one won), ``dropped_record`` (a record with no
-    step), ``seam`` (a stitch between two runs), ``overlap`` (several files wrote the
-    same steps).
+    step, or a null/text value), ``seam`` (a stitch between two runs), ``overlap``
+    (several files wrote the same steps), ``final_eval`` (an evaluation after
+    training, e.g. of the best model, kept as a run summary, not a curve point).
     """
 
     kind: str
