@@ -26,7 +26,8 @@ def warn(message: str) -> None:
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # soft_wrap: a long run path or reason stays on one line (greppable); tables still fit the width.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def stdout_is_tty() -> bool:

@@ -200,7 +200,13 @@ def load_history(
     from logsage.ingest.checkpoints import inventory  # local: only folders have checkpoints
 
     if p.is_dir():
+        from logsage.ingest.per_example import read_per_example
+
         history.checkpoints = inventory(p)
+        try:  # written by `logsage train` at every evaluation; used by the significance rule
+            history.per_example = read_per_example(p)
+        except IngestError as e:
+            history.warnings.append(str(e))
     if not history.series:
         if not results:
             raise IngestError(
