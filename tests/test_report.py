@@ -1,0 +1,199 @@
+"""Report: one self-contained HTML file (plots inline), PNGs on request, checked in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from logsage.cli import cli
+from logsage.history import Checkpoint, History, Series
+from logsage.report import _decimate, build_report, referenced_urls
+
+REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+RULES = ["hf:patience=2", "gl", "none"]
+
+
+def _run(path: str, seed: int = 0, n: int = 20, *, with_checkpoints: bool = True, nan_at: int | None = None
+         ) -> History:
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1) * 100
+    values = 1.0 / np.sqrt(np.arange(1, n + 1)) + 0.02 * np.arange(n) / n * 6 + rng.normal(0, 0.01, n)
+    if nan_at is not None:
+        values[nan_at] = np.nan
+    h = History(path=path, format="synthetic")
+    h.series["eval_loss"] = Series("eval_loss", steps, values)
+    train_steps = np.arange(1, n * 100 + 1, 10)
+    h.series["loss"] = Series("loss", train_steps, 1.2 / np.sqrt(train_steps / 100 + 1))
+    h.meta["max_steps"] = int(steps[-1])
+    if with_checkpoints:
+        h.checkpoints = [Checkpoint(int(s), f"{path}/checkpoint-{s}", "adapter", True) for s in steps[::2]]
+        h.checkpoints[2] = Checkpoint(int(steps[4]), f"{path}/checkpoint-{steps[4]}", "adapter", False,
+                                      problem="adapter_model.safetensors is truncated")
+    return h
+
+
+class _Plots(HTMLParser):
+    """Collects the run plots (svg.run-plot with data-run) and the pareto plot of a report."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs: list[str] = []
+        self.pareto = 0
+        self.sections: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        cls = a.get("class") or ""
+        if tag == "svg" and "run-plot" in cls.split():
+            self.runs.append(a.get("data-run"))
+        if tag == "svg" and "pareto-plot" in cls.split():
+            self.pareto += 1
+        if tag == "section" and a.get("id"):
+            self.sections.append(a["id"])
+
+
+def _parse(html_text: str) -> _Plots:
+    p = _Plots()
+    p.feed(html_text)
+    return p
+
+
+def test_report_is_self_contained_with_one_plot_per_run():
+    runs = [_run("runs/a", 0), _run("runs/b", 1, with_checkpoints=False), _run("runs/c", 2, n=35)]
+    report = build_report(runs, rules=RULES)
+    assert referenced_urls(report.html) == []
+    assert 'http-equiv="Content-Security-Policy"' in report.html
+    plots = _parse(report.html)
+    assert plots.runs == ["runs/a", "runs/b", "runs/c"]
+    assert plots.pareto == 1 and "summary" in plots.sections
+    for rule in ("hf:patience=2", "gl", "none"):
+        assert report.html.count(f'data-rule="{rule}"') >= 3 * 2  # legend entry + marks, per run
+
+
+def test_the_self_containment_check_itself_finds_references():
+    bad = ('<html><head><link rel="stylesheet" href="style.css"><style>b{background:url(x.png)}</style></head>'
+           '<body><img src="https://example.com/a.png"><a href="#ok">in page</a>'
+           '<img src="data:image/png;base64,AAAA"><script src="app.js"></script></body></html>')
+    assert sorted(referenced_urls(bad)) == ["app.js", "https://example.com/a.png", "style.css", "x.png"]
+
+
+def test_run_section_shows_decisions_and_checkpoint_inventory():
+    h = _run("runs/a", 0)
+    report = build_report([h], rules=RULES)
+    section = report.html[report.html.index('id="run-0"'):]
+    assert "Decisions" in section and "Checkpoint inventory" in section
+    assert "adapter_model.safetensors is truncated" in section  # the broken checkpoint, named
+    assert "evaluations without a checkpoint" in section
+    assert 'class="ck-broken"' in section and 'class="ck-whole"' in section
+    from logsage.replay import replay
+
+    d = replay([h], ["hf:patience=2"]).decisions[0]
+    assert f"<td class=\"num\" data-v=\"{d.stop_step}\">{d.stop_step}</td>" in section
+    assert d.selected_step in {c.step for c in h.checkpoints if c.whole}  # never a broken one
+    one = _parse(report.html)
+    assert one.runs == ["runs/a"] and one.pareto == 0  # one run: no summary, no Pareto
+
+
+def test_non_finite_evaluations_leave_gaps_not_nan_coordinates():
+    report = build_report([_run("runs/nan", 3, nan_at=6)], rules=RULES)
+    for pts in re.findall(r'points="([^"]*)"', report.html):
+        assert "nan" not in pts.lower() and "inf" not in pts.lower()
+    assert report.html.count('class="eval"') == 2  # the curve is split at the NaN
+    assert 'class="nonfinite"' in report.html
+
+
+def test_decimation_keeps_every_spike():
+    rng = np.random.default_rng(0)
+    px = np.linspace(0, 500, 20_000)
+    py = rng.normal(100, 1, px.size)
+    py[12_345] = 5.0  # a spike up (pixel y grows downwards)
+    py[777] = 190.0
+    py[5_000] = np.nan  # a gap must stay a gap
+    dx, dy = _decimate(px, py, 500)
+    assert dx.size <= 4 * 501 + 1
+    assert np.nanmin(dy) == 5.0 and np.nanmax(dy) == 190.0
+    assert np.isnan(dy).sum() == 1
+    assert np.all(np.diff(dx) >= 0)
+
+
+def test_hundreds_of_evaluations_and_fifty_runs_render():
+    big = _run("runs/long", 5, n=600)
+    report = build_report([big], rules=RULES)
+    assert _parse(report.html).runs == ["runs/long"]
+    # 60,000 train points are drawn at pixel resolution: the page stays small.
+    assert len(report.html) < 400_000
+    many = [_run(f"runs/r{i:02d}", i, n=40) for i in range(50)]
+    report = build_report(many, rules=RULES)
+    assert len(_parse(report.html).runs) == 50
+
+
+def test_tune_section_and_pngs(tmp_path):
+    runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
+    report = build_report(runs, rules=RULES, with_tune=True)
+    assert "tune" in _parse(report.html).sections
+    assert "Objective:" in report.html and "leave-one-run-out" in report.html
+    written = report.write(tmp_path / "out" / "report.html", png_dir=tmp_path / "png")
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    assert len(pngs) == 5 and (tmp_path / "png" / "pareto.png") in pngs
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000
+    assert str(tmp_path / "out" / "report.html") in written
+    assert not list((tmp_path / "out").glob("*.tmp"))  # written atomically
+
+
+def test_cli_report_on_real_runs(tmp_path):
+    runs = [str(REAL / "tfevents" / "lightning-seq2seq-translit-v15"),
+            str(REAL / "hf_trainer_state" / "whisper-large-v2-ja-38ep")]
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(cli, ["report", *runs, "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["runs"] == runs and doc["written"] == [str(out)]
+    text = out.read_text()
+    assert _parse(text).runs == runs and referenced_urls(text) == []
+    res = CliRunner().invoke(cli, ["report", runs[0], "--out", str(out), "--objective", "max-saved"])
+    assert res.exit_code == 2
+
+
+# ---------------------------------------------------------------------- a real browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install chromium)")
+def test_report_in_headless_chromium(tmp_path):
+    runs = [str(REAL / "tfevents" / "lightning-seq2seq-translit-v15"),
+            str(REAL / "hf_trainer_state" / "gner-qe-roberta-large-num30-40ep"),
+            str(REAL / "hf_trainer_state" / "gner-llama3.2-1b-sft-f1only-212evals")]
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(cli, ["report", *runs, "--out", str(out), "--tune"])
+    assert res.exit_code == 0, res.output
+    url = out.resolve().as_uri()
+
+    dom = _chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    # Every console message (errors, CSP violations, uncaught exceptions) is logged as CONSOLE.
+    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == [], console
+    plots = _parse(dom.stdout)
+    assert plots.runs == runs  # every run's plot, in the DOM the browser built
+    assert plots.pareto == 1 and {"tune", "summary"} <= set(plots.sections)
+
+    shot = tmp_path / "report.png"
+    res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert shot.stat().st_size > 0 and shot.read_bytes()[:4] == b"\x89PNG"
