@@ -175,3 +175,10 @@ def test_stitch_two_segments(tmp_path):
     full = logsage.load_history(REAL / "gner-qe-deberta-v3-large-lr2e-5")
     assert h.metric("eval_loss").values.tolist() == full.metric("eval_loss").values.tolist()
     assert not any(math.isnan(v) for v in h.metric("eval_loss").values)
+
+
+def test_deeply_nested_json_is_a_one_line_error(tmp_path):
+    p = tmp_path / "trainer_state.json"
+    p.write_text('{"log_history": ' + "[" * 100000 + "]" * 100000 + ', "global_step": 1}')
+    with pytest.raises(IngestError, match="nested too deeply"):
+        logsage.load_history(p)

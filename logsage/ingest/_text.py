@@ -9,6 +9,8 @@
   a train and an eval record share, or a record a second writer copied) loses nothing
   and is merged; whole records written twice are counted per file; values that are
   not numbers (null, text) are counted (``dropped_record``), never silently skipped.
+  `add_column` (a CSV column) and `add_fields` (a JSON record) are bulk fast paths that read
+  exactly what `add_cell` / `add_field` read one value at a time.
 * `parse_duration` reads the elapsed-time strings of ms-swift and LLaMA-Factory.
 
 Empty cells and the markers below are *missing* (no point); the text ``nan``/``inf`` is a
@@ -18,12 +20,15 @@ value and is kept.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+import numpy as np
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup, Series
@@ -59,6 +64,13 @@ def natural_key(path: Path) -> list:
 
 def as_step(value: Any) -> int | None:
     """An integer step from a cell or field (``812``, ``812.0``, ``"812"``), else None."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        try:  # fast path: the usual integer cell
+            return int(value)
+        except ValueError:
+            pass
     v = to_float(value) if not isinstance(value, bool) else None
     if v is None or not math.isfinite(v) or v != int(v):
         return None
@@ -90,6 +102,11 @@ def parse_duration(text: Any) -> float | None:
         return float(text)
     if not isinstance(text, str) or not text.strip():
         return None
+    return _parse_duration_text(text)
+
+
+@functools.lru_cache(maxsize=4096)  # logs repeat the same strings (1 s resolution, two writers)
+def _parse_duration_text(text: str) -> float | None:
     m = _TIMEDELTA.match(text)
     if m:
         days = int(m[1] or 0)
@@ -123,6 +140,8 @@ def read_jsonl(path: Path, *, res_warnings: list[str], cleanups: list[Cleanup],
             bad = None if isinstance(obj, dict) else f"a JSON {type(obj).__name__}, not an object"
         except json.JSONDecodeError as e:
             obj, bad = None, e.msg
+        except RecursionError:
+            obj, bad = None, "nested too deeply"
         if bad is None:
             records.append((lineno, obj))
             continue
@@ -173,7 +192,7 @@ def read_csv(path: Path, *, res_warnings: list[str], cleanups: list[Cleanup],
     raw: list[tuple[int, list[str]]] = []
     try:
         for cells in reader:
-            if not cells or all(not c.strip() for c in cells):
+            if not cells or not (cells[0].strip() or any(c.strip() for c in cells)):
                 continue
             if header is None:
                 header = [c.strip() for c in cells]
@@ -205,6 +224,12 @@ def read_csv(path: Path, *, res_warnings: list[str], cleanups: list[Cleanup],
 
 def cell_value(cell: str) -> float | None | str:
     """A CSV cell: a float (NaN/inf kept), None when missing, or the text itself when not a number."""
+    if not cell:
+        return None
+    try:  # fast path: a plain number (float() accepts the same nan/inf spellings and surrounding blanks)
+        return float(cell)
+    except ValueError:
+        pass
     s = cell.strip()
     if s.lower() in MISSING_CELLS:
         return None
@@ -221,8 +246,33 @@ def find_column(header: list[str], names: Iterable[str]) -> int | None:
     return None
 
 
-def header_of(head: bytes) -> list[str]:
-    """The first CSV line of a file's first bytes, split into stripped cells (for `claims`)."""
+_HEAD_BYTES = 4096
+_MAX_HEADER_BYTES = 1 << 20
+
+
+def whole_first_line(head: bytes, path: Path | None) -> bytes:
+    """`head`, or the file's whole first line (up to 1 MiB) when it is longer than `head`.
+
+    A CSV header or a first JSON record longer than the sniffed 4 KiB (hundreds of metric
+    columns, an evaluation of many datasets) would be cut, hiding later keys such as
+    Lightning's ``step`` or ms-swift's ``global_step``. For `claims`: never raises.
+    """
+    if path is None or len(head) < _HEAD_BYTES or b"\n" in head.lstrip(b"\r\n"):
+        return head
+    try:
+        with open(path, "rb") as f:
+            line = f.readline(_MAX_HEADER_BYTES)
+            while not line.strip(b"\r\n") and line:  # blank lines before the first
+                line = f.readline(_MAX_HEADER_BYTES)
+            return line or head
+    except OSError:
+        return head
+
+
+def header_of(head: bytes, path: Path | None = None) -> list[str]:
+    """The first CSV line of a file's first bytes, split into stripped cells (for `claims`);
+    given `path`, the whole line even when it is longer than `head`."""
+    head = whole_first_line(head, path)
     text = head.decode("utf-8-sig", errors="replace").lstrip("\r\n")
     line = text.split("\n", 1)[0].rstrip("\r")
     try:
@@ -239,10 +289,29 @@ def first_json_object(head: bytes) -> dict[str, Any] | None:
         if line.strip():
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; "[[[[..." recurses
                 return None
             return obj if isinstance(obj, dict) else None
     return None
+
+
+def starts_json_object(head: bytes) -> bool:
+    """Whether a file's first bytes open a JSON object (a UTF-8 BOM and blank lines allowed; for `claims`)."""
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{")
+
+
+def unnamed_cleanup(table: CsvTable, *, file: str, skip: Iterable[int] = ()) -> Cleanup | None:
+    """A cleanup counting the values in columns whose header cell is blank (a pandas index, a stray
+    delimiter): they are not read as a metric, but they are not dropped silently either."""
+    skip = set(skip)
+    cols = [i for i, h in enumerate(table.header) if not h and i not in skip]
+    if not cols:
+        return None
+    n = sum(1 for _, cells in table.rows for i in cols if cells[i].strip())
+    if not n:
+        return None
+    return Cleanup("dropped_record", f"{n} value(s) in {len(cols)} column(s) with no name in the header "
+                   "(e.g. a pandas index) skipped", file=file, count=n)
 
 
 # ----------------------------------------------------------------------- points → Series
@@ -252,6 +321,7 @@ class _Points:
     values: list[float] = field(default_factory=list)
     walls: list[float] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    has_wall: bool = False
 
 
 class PointCollector:
@@ -271,12 +341,71 @@ class PointCollector:
         self._names[name] = (canonical, kind)
 
     def add(self, name: str, step: int, value: float, *, file: str, wall_time: float | None = None) -> None:
-        p = self._points.setdefault(name, _Points())
+        p = self._points.get(name)
+        if p is None:
+            p = self._points[name] = _Points()
         p.steps.append(step)
         p.values.append(value)
-        p.walls.append(math.nan if wall_time is None else wall_time)
+        if wall_time is None:
+            p.walls.append(math.nan)
+        else:
+            p.walls.append(wall_time)
+            if wall_time == wall_time:  # not NaN
+                p.has_wall = True
+        if not p.files or p.files[-1] != file:
+            if file not in p.files:
+                p.files.append(file)
+
+    def add_column(self, name: str, steps: list[int], cells: Iterable[str], *, file: str,
+                   walls: list[float | None] | None = None) -> None:
+        """Add one CSV column in bulk: ``cells[i]`` at ``steps[i]``, as `add_cell` would one by one (blank/NA:
+        no point; text that is not a number: counted as skipped). The fast path of the wide readers."""
+        st: list[int] = []
+        vals: list[float] = []
+        ws: list[float] = []
+        add_step, add_value = st.append, vals.append
+        for i, (step, c) in enumerate(zip(steps, cells)):
+            if not c:
+                continue
+            try:
+                v = float(c)
+            except ValueError:
+                v = cell_value(c)
+                if v is None:
+                    continue
+                if not isinstance(v, float):
+                    self.ignore(name, file=file, example=v)
+                    continue
+            add_step(step)
+            add_value(v)
+            if walls is not None:
+                w = walls[i]
+                ws.append(math.nan if w is None else w)
+        if not st:
+            return
+        p = self._points.get(name)
+        if p is None:
+            p = self._points[name] = _Points()
+        p.steps.extend(st)
+        p.values.extend(vals)
+        if walls is None:
+            p.walls.extend([math.nan] * len(st))
+        else:
+            p.walls.extend(ws)
+            if not p.has_wall and any(w == w for w in ws):
+                p.has_wall = True
         if file not in p.files:
             p.files.append(file)
+
+    def note_rows(self, steps: list[int], keys_of: Callable[[int], Iterable[str]], *, file: str) -> None:
+        """`note_record` for rows in bulk; only rows whose step occurs more than once can repeat a record,
+        so `keys_of(i)` (the fields set in row i) is asked for those alone."""
+        counts: dict[int, int] = {}
+        for s in steps:
+            counts[s] = counts.get(s, 0) + 1
+        for i, s in enumerate(steps):
+            if counts[s] > 1:
+                self.note_record(s, keys_of(i), file=file)
 
     def add_cell(self, name: str, step: int, cell: str, *, file: str, wall_time: float | None = None) -> bool:
         """Add a CSV cell: blank/NA is no point (sparse rows), text that is not a number is counted as skipped."""
@@ -287,6 +416,36 @@ class PointCollector:
         if v is not None:
             self.ignore(name, file=file, example=v)
         return False
+
+    def add_fields(self, step: int, fields: Iterable[tuple[str, Any]], *, file: str,
+                   wall_time: float | None = None) -> None:
+        """Add the (name, value) fields of one JSON record, as `add_field` would one by one (the fast path)."""
+        wall = math.nan if wall_time is None else wall_time
+        timed = wall == wall
+        points = self._points
+        for name, raw in fields:
+            t = type(raw)
+            if t is float or t is int:
+                v = float(raw)
+            elif t is str:
+                v = cell_value(raw)
+                if not isinstance(v, float):
+                    self.ignore(name, file=file, example=raw)
+                    continue
+            else:  # bool, null, list, object, or a number type JSON never yields
+                self.add_field(name, step, raw, file=file, wall_time=wall_time)
+                continue
+            p = points.get(name)
+            if p is None:
+                p = points[name] = _Points()
+            p.steps.append(step)
+            p.values.append(v)
+            p.walls.append(wall)
+            if timed:
+                p.has_wall = True
+            if not p.files or p.files[-1] != file:
+                if file not in p.files:
+                    p.files.append(file)
 
     def add_field(self, name: str, step: int, raw: Any, *, file: str, wall_time: float | None = None) -> bool:
         """Add a JSON field: numbers and numeric strings become points; null, text, lists... are counted as skipped."""
@@ -324,13 +483,8 @@ class PointCollector:
                 "duplicates", f"{n} record(s) repeat the step and fields of an earlier record "
                 "(written twice, or re-logged after a resume); the later write was kept", file=file, count=n))
         for name, p in self._points.items():
-            last: dict[int, float] = {}
-            replaced = 0
-            for s, v in zip(p.steps, p.values):
-                if s in last and not _same(last[s], v):
-                    replaced += 1
-                last[s] = v
-            walls = None if all(math.isnan(w) for w in p.walls) else p.walls
+            replaced = _rewrites_with_new_value(p.steps, p.values)
+            walls = p.walls if p.has_wall else None
             source = "; ".join(p.files)
             canonical, kind = self._names.get(name, ("", ""))
             s, _ = Series.from_points(name, p.steps, p.values, wall_times=walls, source=source,
@@ -353,8 +507,19 @@ class PointCollector:
         return series, cleanups
 
 
-def _same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
+def _rewrites_with_new_value(steps: list[int], values: list[float]) -> int:
+    """How many writes of a step differ from the previous write of the same step (NaN equals NaN)."""
+    if len(steps) < 2:
+        return 0
+    s = np.asarray(steps, dtype=np.int64)
+    if bool((s[1:] > s[:-1]).all()):  # the usual case: every step written once, in order
+        return 0
+    v = np.asarray(values, dtype=np.float64)
+    order = np.argsort(s, kind="stable")
+    s, v = s[order], v[order]
+    again = s[1:] == s[:-1]
+    same = (v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1]))
+    return int((again & ~same).sum())
 
 
 def post_training_eval_cleanup(file: str, n_records: int, step: int) -> Cleanup:

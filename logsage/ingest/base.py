@@ -68,6 +68,8 @@ def loads_lenient(text: str, *, file: str) -> Any:
             f"{file}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); "
             "the file may be truncated or not a log - check it or pass --format"
         ) from None
+    except RecursionError:
+        raise IngestError(f"{file}: JSON nested too deeply to be a training log; check the file or pass --format") from None
 
 
 def to_float(value: Any) -> float | None:

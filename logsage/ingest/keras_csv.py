@@ -19,7 +19,8 @@ from pathlib import Path
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import PointCollector, as_step, header_of, natural_key, read_csv, sniff_delimiter
+from logsage.ingest._text import (PointCollector, as_step, header_of, natural_key, read_csv, sniff_delimiter,
+                                  unnamed_cleanup)
 from logsage.ingest.base import ReadContext, ReadResult
 
 FORMAT = "keras"
@@ -33,7 +34,7 @@ _NOT_KERAS = {"step", "global_step", "_step", "wall_time", "wall time", "tag", "
 def claims(path: Path, head: bytes) -> bool:
     if path.suffix.lower() not in (".csv", ".log", ".txt", ".tsv"):
         return False
-    cols = header_of(head)
+    cols = header_of(head, path)
     if len(cols) < 2 or cols[0] != "epoch" or {c.lower() for c in cols} & _NOT_KERAS:
         return False
     lines = head.decode("utf-8-sig", errors="replace").replace("\r", "").lstrip("\n").split("\n")
@@ -54,6 +55,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             raise IngestError(f"{path}: first column is {table.header[0]!r}, not 'epoch'; "
                               "not a Keras CSVLogger file - pass --format wide for a csv with a step column")
         blank = 0
+        epochs: list[int] = []
+        rows: list[list[str]] = []
         for lineno, cells in table.rows:
             epoch = as_step(cells[0])
             if epoch is None:
@@ -62,10 +65,15 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                                       "repair that row and read it again")
                 blank += 1
                 continue
-            points.note_record(epoch, table.header, file=file)
-            points.add(table.header[0], epoch, float(epoch), file=file)
-            for name, cell in zip(table.header[1:], cells[1:]):
-                points.add_cell(name, epoch, cell, file=file)
+            epochs.append(epoch)
+            rows.append(cells)
+        points.note_rows(epochs, lambda _: table.header, file=file)
+        for i, name in enumerate(table.header):
+            if name:  # the epoch column too: the `epoch` series holds the index
+                points.add_column(name, epochs, [cells[i] for cells in rows], file=file)
+        unnamed = unnamed_cleanup(table, file=file)
+        if unnamed is not None:
+            res.cleanups.append(unnamed)
         if blank:
             res.cleanups.append(Cleanup("dropped_record", f"{blank} row(s) with a blank epoch skipped",
                                         file=file, count=blank))

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import PointCollector, as_step, find_column, header_of, natural_key, plain, read_csv
+from logsage.ingest._text import (HF_SUMMARY_KEYS, PointCollector, as_step, find_column, header_of, natural_key, plain,
+                                  read_csv, unnamed_cleanup)
 from logsage.ingest.base import ReadContext, ReadResult
 
 FORMAT = "lightning"
@@ -35,8 +36,14 @@ PRECISION = "float32"
 def claims(path: Path, head: bytes) -> bool:
     if path.name != "metrics.csv":
         return False
-    cols = [c.lower() for c in header_of(head)]
-    return "epoch" in cols and "step" in cols
+    cols = [c.lower() for c in header_of(head, path)]
+    if "epoch" not in cols or "step" not in cols:
+        return False
+    # Lightning's header has "epoch" before "step" (2.x sorts the keys; 1.x adds "epoch" to each
+    # dict before the logger appends "step"), and never the Hugging Face Trainer's end-of-training
+    # columns: a log_history dump saved as metrics.csv ("step,epoch,loss,...,train_runtime") is
+    # the wide reader's.
+    return cols.index("epoch") < cols.index("step") and not HF_SUMMARY_KEYS & set(cols)
 
 
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
@@ -53,7 +60,13 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                               "pass --format wide or keras if it is not a Lightning CSVLogger file")
         earlier = points.steps_seen()
         rewritten: set[int] = set()
+        steps_here: list[int] = []
+        rows: list[list[str]] = []
         no_step = 0
+        columns = [(i, name) for i, name in enumerate(table.header) if i != step_col and name]
+        unnamed = unnamed_cleanup(table, file=file, skip=(step_col,))
+        if unnamed is not None:
+            res.cleanups.append(unnamed)
         for lineno, cells in table.rows:
             step = as_step(cells[step_col])
             if step is None:
@@ -62,11 +75,12 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                                       "repair that row and read it again")
                 no_step += 1
                 continue
+            steps_here.append(step)
+            rows.append(cells)
             if step in earlier:
                 rewritten.add(step)
-            for i, name in enumerate(table.header):
-                if i != step_col and name:
-                    points.add_cell(name, step, cells[i], file=file)
+        for i, name in columns:
+            points.add_column(name, steps_here, [cells[i] for cells in rows], file=file)
         if no_step:
             res.cleanups.append(Cleanup("dropped_record", f"{no_step} row(s) with a blank step skipped",
                                         file=file, count=no_step))
@@ -74,7 +88,6 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             res.cleanups.append(Cleanup(
                 "overlap", f"{path.parent.name}/{path.name} writes {len(rewritten)} step(s) that an earlier "
                 "version already wrote; the later version's values win", file=file, count=len(rewritten)))
-        steps_here = [as_step(c[step_col]) for _, c in table.rows if as_step(c[step_col]) is not None]
         if steps_here:
             if first_steps and min(steps_here) <= min(s for _, s in first_steps):
                 res.warnings.append(

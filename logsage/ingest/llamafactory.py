@@ -25,7 +25,7 @@ from pathlib import Path
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import PointCollector, as_step, natural_key, parse_duration, read_jsonl
+from logsage.ingest._text import PointCollector, as_step, natural_key, parse_duration, read_jsonl, starts_json_object
 from logsage.ingest.base import ReadContext, ReadResult
 
 FORMAT = "llamafactory"
@@ -38,7 +38,7 @@ _BOOKKEEPING = {"current_steps", "total_steps", "percentage", "elapsed_time", "r
 def claims(path: Path, head: bytes) -> bool:
     if path.suffix.lower() not in (".jsonl", ".json", ".log", ".txt"):
         return False
-    return head.lstrip().startswith(b"{") and b'"current_steps"' in head and b'"total_steps"' in head
+    return starts_json_object(head) and b'"current_steps"' in head and b'"total_steps"' in head
 
 
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
@@ -61,9 +61,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                 res.meta["elapsed_seconds_last"] = elapsed
                 res.meta["wall_time_origin"] = "run_start"  # elapsed seconds, not seconds since the epoch
             points.note_record(step, rec.keys(), file=file)
-            for k, v in rec.items():
-                if k not in _BOOKKEEPING:
-                    points.add_field(k, step, v, file=file, wall_time=elapsed)
+            points.add_fields(step, [(k, v) for k, v in rec.items() if k not in _BOOKKEEPING], file=file,
+                              wall_time=elapsed)
         if no_step:
             res.cleanups.append(Cleanup("dropped_record", f"{no_step} record(s) without current_steps skipped",
                                         file=file, count=no_step))

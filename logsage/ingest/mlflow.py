@@ -57,7 +57,10 @@ def _meta_kind(path: Path, head: bytes) -> str | None:
 def claims(path: Path, head: bytes) -> bool:
     # The layout is the evidence (a file under <run>/metrics|params|tags with <run>/meta.yaml beside):
     # a damaged metric file must still reach `read`, which names the bad line.
-    return _meta_kind(path, head) is not None or _run_dir(path) is not None
+    try:
+        return _meta_kind(path, head) is not None or _run_dir(path) is not None
+    except (OSError, ValueError):  # Path.is_file raises on a folder it may not stat (EACCES)
+        return False
 
 
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
@@ -135,9 +138,9 @@ def _read_metric(p: Path, name: str, points: PointCollector, res: ReadResult) ->
     for n, (lineno, parts) in enumerate(lines):
         ts = to_float(parts[0]) if len(parts) == width else None
         value = to_float(parts[1]) if ts is not None else None
-        step = parts[2] if width == 3 and value is not None else "0"
-        if value is not None and step.lstrip("-").isdigit():
-            points.add(name, int(step), value, file=file, wall_time=ts / 1000.0)
+        step = _int(parts[2]) if width == 3 and value is not None else 0
+        if value is not None and step is not None:
+            points.add(name, step, value, file=file, wall_time=ts / 1000.0)
             continue
         if n == len(lines) - 1 and not text.endswith("\n"):
             msg = f"{file}:{lineno}: last line is incomplete; kept the {n} point(s) before it"
@@ -146,3 +149,10 @@ def _read_metric(p: Path, name: str, points: PointCollector, res: ReadResult) ->
             break
         raise IngestError(f"{file}:{lineno}: expected '<timestamp> <value> <step>', got {' '.join(parts)[:80]!r}; "
                           "the metric file is damaged - repair that line")
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

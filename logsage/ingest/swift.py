@@ -28,7 +28,8 @@ from pathlib import Path
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import HF_SUMMARY_KEYS, PointCollector, as_step, natural_key, parse_duration, read_jsonl
+from logsage.ingest._text import (HF_SUMMARY_KEYS, PointCollector, as_step, natural_key, parse_duration, read_jsonl,
+                                  starts_json_object, whole_first_line)
 from logsage.ingest.base import ReadContext, ReadResult, to_float
 
 FORMAT = "swift"
@@ -46,13 +47,22 @@ _FINAL_META = ("last_model_checkpoint", "best_model_checkpoint", "best_metric", 
 
 
 def claims(path: Path, head: bytes) -> bool:
-    if path.suffix.lower() not in (".jsonl", ".json", ".log", ".txt") and path.name != "logging.jsonl":
+    if path.suffix.lower() not in (".jsonl", ".json", ".log", ".txt"):
         return False
-    if not head.lstrip().startswith(b"{"):
+    if not starts_json_object(head):
+        return False
+    head = whole_first_line(head, path)  # a first evaluation of many datasets can outgrow 4 KiB
+    if b'"current_steps"' in head:  # LLaMA-Factory's trainer_log.jsonl
         return False
     if b'"global_step/max_steps"' in head:
         return True
-    return b'"global_step"' in head and (b'"train_speed(iter/s)"' in head or b'"memory(GiB)"' in head)
+    if b'"global_step"' not in head:
+        return False
+    if b'"train_speed(iter/s)"' in head or b'"memory(GiB)"' in head:
+        return True
+    # ms-swift's own file name, whatever its first record is (an eval at step 0, a summary-only file);
+    # a Trainer's trainer_state.json (one JSON document, not lines) is never called logging.jsonl.
+    return path.name == "logging.jsonl"
 
 
 def _step_of(rec: dict, res: ReadResult) -> int | None:
@@ -94,10 +104,9 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             if elapsed is not None:
                 res.meta["elapsed_seconds_last"] = elapsed
                 res.meta["wall_time_origin"] = "run_start"  # elapsed seconds, not seconds since the epoch
-            fields = [k for k in rec if k not in _BOOKKEEPING]
             points.note_record(step, rec.keys(), file=file)
-            for k in fields:
-                points.add_field(k, step, rec[k], file=file, wall_time=elapsed)
+            points.add_fields(step, [(k, v) for k, v in rec.items() if k not in _BOOKKEEPING], file=file,
+                              wall_time=elapsed)
         if no_step:
             res.cleanups.append(Cleanup("dropped_record", f"{no_step} record(s) without a global_step skipped",
                                         file=file, count=no_step))

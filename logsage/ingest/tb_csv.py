@@ -12,7 +12,8 @@ Tags keep their written names (``eval/loss``, ``train/loss``). The Hugging Face 
 end-of-training scalars (``train/train_runtime``, ``train/train_loss``, ``train/total_flos``...)
 are a run summary (`summary`), not curves; a point written after that summary (by wall
 time) at a step the summary covers is the final ``trainer.evaluate()`` and also goes to
-the summary. Wall times are kept. Values are float32 (TensorBoard's storage).
+the summary. A row with a blank tag or value is counted (``dropped_record``). Wall times are kept.
+Values are float32 (TensorBoard's storage).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 from pathlib import Path
 
 from logsage.errors import IngestError
+from logsage.history import Cleanup
 from logsage.ingest._text import (PointCollector, as_step, cell_value, find_column, header_of, is_hf_summary_tag,
                                   natural_key, post_training_eval_cleanup, read_csv)
 from logsage.ingest.base import ReadContext, ReadResult
@@ -36,7 +38,7 @@ _SAME_LOG_CALL_S = 0.5
 def claims(path: Path, head: bytes) -> bool:
     if path.suffix.lower() != ".csv":
         return False
-    cols = [c.lower() for c in header_of(head)]
+    cols = [c.lower() for c in header_of(head, path)]
     return {"step", "tag", "value"} <= set(cols) or cols == _UI_HEADER
 
 
@@ -51,7 +53,8 @@ def _ui_tag(path: Path) -> tuple[str, str]:
 
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
-    rows: list[tuple[str, str, int, str, float | None]] = []  # (file, tag, step, value cell, wall time)
+    rows: list[tuple[str, str, int, float | str, float | None]] = []  # (file, tag, step, value, wall time)
+    blank: dict[str, int] = {}
     ui_runs = {_ui_tag(p)[0] for p in paths}
     for path in sorted(paths, key=natural_key):
         file = str(path)
@@ -74,28 +77,38 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                                   "repair that row and read it again")
             wall = cell_value(cells[wall_col]) if wall_col is not None else None
             tag = fixed_tag if fixed_tag is not None else cells[tag_col].strip()
-            rows.append((file, tag, step, cells[value_col], wall if isinstance(wall, float) else None))
+            value = cell_value(cells[value_col])
+            if not tag or value is None:  # one row is one scalar: a row without one is counted, not lost
+                blank[file] = blank.get(file, 0) + 1
+                continue
+            rows.append((file, tag, step, value, wall if isinstance(wall, float) else None))
+    for file, n in blank.items():
+        res.cleanups.append(Cleanup("dropped_record", f"{n} row(s) with a blank tag or value skipped",
+                                    file=file, count=n))
     _collect(rows, res)
     return res
 
 
-def _collect(rows: list[tuple[str, str, int, str, float | None]], res: ReadResult) -> None:
-    summary_rows = [r for r in rows if is_hf_summary_tag(r[1])]
+def _collect(rows: list[tuple[str, str, int, float | str, float | None]], res: ReadResult) -> None:
+    summary_tags = {r[1] for r in rows if is_hf_summary_tag(r[1])}
+    summary_rows = [r for r in rows if r[1] in summary_tags]
     end_step = max((r[2] for r in summary_rows), default=None)
     end_wall = max((r[4] for r in summary_rows if r[4] is not None), default=None)
     points = PointCollector(format=FORMAT, precision=PRECISION)
     late: dict[str, int] = {}
-    for file, tag, step, cell, wall in rows:
-        value = cell_value(cell)
+    for file, tag, step, value, wall in rows:
         after_end = end_wall is not None and wall is not None and wall > end_wall and step <= end_step
-        if is_hf_summary_tag(tag) or after_end:
+        if after_end or tag in summary_tags:
             if isinstance(value, float):
                 res.summary[tag] = value
             # Scalars of the summary's own log call (its train/epoch) come microseconds after it.
             if after_end and wall > end_wall + _SAME_LOG_CALL_S:
                 late[file] = late.get(file, 0) + 1
             continue
-        points.add_cell(tag, step, cell, file=file, wall_time=wall)
+        if isinstance(value, float):
+            points.add(tag, step, value, file=file, wall_time=wall)
+        else:  # text where a number belongs
+            points.ignore(tag, file=file, example=value)
     for file, n in late.items():
         res.cleanups.append(post_training_eval_cleanup(file, n, end_step))
     if "train/train_runtime" in res.summary and math.isfinite(res.summary["train/train_runtime"]):

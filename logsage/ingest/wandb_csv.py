@@ -5,8 +5,9 @@
   ``train/global_step``...). The step is ``train/global_step`` when the file has it (the
   Hugging Face integration logs it with every call, and ``_step`` counts log calls, not
   optimizer steps), else ``_step``. Wall times: ``_timestamp`` (seconds since the epoch),
-  else ``_runtime`` (seconds since the run started); ``meta["wandb_runtime_last"]`` keeps
-  the last ``_runtime``. A pandas index column (no name) is not a metric.
+  else ``_runtime`` (seconds since the run started, ``meta["wall_time_origin"] = "run_start"``);
+  ``meta["wandb_runtime_last"]`` keeps the last ``_runtime``. A pandas index column (no name) is
+  not a metric (its values are counted in a ``dropped_record`` cleanup).
 * A panel's "Export CSV" (``wandb_export_*.csv``): ``Step,"<run> - eval/loss",
   "<run> - eval/loss__MIN","<run> - eval/loss__MAX"``. The run name is stripped; the
   ``__MIN``/``__MAX`` companions (the panel's smoothing band) are dropped, recorded. A
@@ -24,7 +25,7 @@ from pathlib import Path
 from logsage.errors import IngestError
 from logsage.history import Cleanup
 from logsage.ingest._text import (PointCollector, as_step, cell_value, find_column, header_of, is_hf_summary_tag,
-                                  natural_key, post_training_eval_cleanup, read_csv)
+                                  natural_key, post_training_eval_cleanup, read_csv, unnamed_cleanup)
 from logsage.ingest.base import ReadContext, ReadResult
 
 FORMAT = "wandb"
@@ -39,7 +40,7 @@ _BAND = ("__MIN", "__MAX")
 def claims(path: Path, head: bytes) -> bool:
     if path.suffix.lower() != ".csv":
         return False
-    cols = header_of(head)
+    cols = header_of(head, path)
     if "_step" in cols or ("_runtime" in cols and "_timestamp" in cols):
         return True
     return any(" - " in c and c.endswith(_BAND) for c in cols) or (
@@ -88,12 +89,17 @@ def _read_panel(path, table, points: PointCollector, res: ReadResult) -> None:
     if bands:
         res.cleanups.append(Cleanup("dropped_record", f"{bands} __MIN/__MAX column(s) (the panel's smoothing band, "
                                     "not logged values) skipped", file=file, count=bands))
+    no_step = 0
     for lineno, cells in table.rows:
         step = _step(path, lineno, cells[0])
         if step is None:
+            no_step += sum(1 for i, _ in columns if cell_value(cells[i]) is not None)
             continue
         for i, name in columns:
             points.add_cell(name, step, cells[i], file=file)
+    if no_step:
+        res.cleanups.append(Cleanup("dropped_record", f"{no_step} value(s) in row(s) with a blank step skipped",
+                                    file=file, count=no_step))
 
 
 def _step(path, lineno: int, cell: str) -> int | None:
@@ -115,12 +121,20 @@ def _read_history(path, table, points: PointCollector, res: ReadResult) -> None:
                           "or scan_history(), or pass --format wide")
     wall_col = find_column(header, ("_timestamp",))
     runtime_col = find_column(header, ("_runtime",))
-    if wall_col is None:
+    if wall_col is None and runtime_col is not None:
         wall_col = runtime_col
+        res.meta["wall_time_origin"] = "run_start"  # _runtime: seconds since the run started, not the epoch
     skip = {step_col, wall_col, runtime_col} | {find_column(header, (c,)) for c in _INTERNAL}
     metric_cols = [(i, h) for i, h in enumerate(header) if i not in skip and h]
+    unnamed = unnamed_cleanup(table, file=file, skip=skip - {None})
+    if unnamed is not None:
+        res.cleanups.append(unnamed)
+    summary_cols = [i for i, h in metric_cols if is_hf_summary_tag(h)]
     end_step: int | None = None
     no_step = late = 0
+    steps: list[int] = []
+    rows: list[list[str]] = []
+    walls: list[float | None] = []
     for lineno, cells in table.rows:
         step = _step(path, lineno, cells[step_col])
         if step is None:
@@ -128,22 +142,26 @@ def _read_history(path, table, points: PointCollector, res: ReadResult) -> None:
             continue
         wall = cell_value(cells[wall_col]) if wall_col is not None else None
         wall = wall if isinstance(wall, float) else None
-        if runtime_col is not None and isinstance(cell_value(cells[runtime_col]), float):
-            res.meta["wandb_runtime_last"] = cell_value(cells[runtime_col])
-        set_cols = [(i, h) for i, h in metric_cols if cell_value(cells[i]) is not None]
-        summary = [(i, h) for i, h in set_cols if is_hf_summary_tag(h)]
+        if runtime_col is not None:
+            runtime = cell_value(cells[runtime_col])
+            if isinstance(runtime, float):
+                res.meta["wandb_runtime_last"] = runtime
+        summary = any(cell_value(cells[i]) is not None for i in summary_cols)
         if summary:
             end_step = step
         if summary or (end_step is not None and step <= end_step):
             late += 0 if summary else 1
-            for i, h in set_cols:
+            for i, h in metric_cols:
                 v = cell_value(cells[i])
                 if isinstance(v, float):
                     res.summary[h] = v
             continue
-        points.note_record(step, [h for _, h in set_cols], file=file)
-        for i, h in set_cols:
-            points.add_cell(h, step, cells[i], file=file, wall_time=wall)
+        steps.append(step)
+        rows.append(cells)
+        walls.append(wall)
+    points.note_rows(steps, lambda r: [h for i, h in metric_cols if cell_value(rows[r][i]) is not None], file=file)
+    for i, h in metric_cols:  # text (a W&B media/table reference...) is counted as skipped
+        points.add_column(h, steps, [cells[i] for cells in rows], file=file, walls=walls)
     if no_step:
         res.cleanups.append(Cleanup("dropped_record", f"{no_step} row(s) without {step_name} skipped",
                                     file=file, count=no_step))

@@ -14,7 +14,9 @@ log record (train, eval and summary rows mixed). Quirks handled:
   curve point, recorded as a ``duplicates`` cleanup. This keeps the curve equal to the one
   the same run's TensorBoard events hold;
 * any other repeated step keeps its later write (a resume), recorded;
-* a row without a step is counted and skipped; a column of text is counted and skipped.
+* a row without a step is counted and skipped; a column of text is counted and skipped; a column
+  with no name in the header (a pandas index) is counted and skipped; two columns of one name
+  are an `IngestError` (reading them as one metric would mix their values).
 
 Precision float64 (what the dump holds).
 """
@@ -23,12 +25,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import (STEP_COLUMNS, PointCollector, as_step, cell_value, first_json_object, header_of,
-                                  natural_key, post_training_eval_cleanup, read_csv, read_jsonl)
+from logsage.ingest._text import (STEP_COLUMNS, PointCollector, as_step, cell_value, find_column, first_json_object,
+                                  header_of, natural_key, post_training_eval_cleanup, read_csv, read_jsonl,
+                                  unnamed_cleanup)
 from logsage.ingest.base import ReadContext, ReadResult, loads_lenient, read_text, to_float
 
 FORMAT = "wide"
@@ -42,7 +45,7 @@ _JSONL = (".jsonl", ".ndjson")
 def claims(path: Path, head: bytes) -> bool:
     suffix = path.suffix.lower()
     if suffix in _CSV:
-        return any(c.lower() in STEP_COLUMNS for c in header_of(head))
+        return any(c.lower() in STEP_COLUMNS for c in header_of(head, path))
     if suffix in _JSONL:
         obj = first_json_object(head)
         return obj is not None and any(k.lower() in STEP_COLUMNS for k in obj)
@@ -59,16 +62,11 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
         res.files.append(str(path))
         if path.suffix.lower() in _JSONL:
             records = read_jsonl(path, res_warnings=res.warnings, cleanups=res.cleanups)
-            _read_records(path, records, points.add_field, _json_is_set, res, points)
+            _read_records(path, records, res, points)
         elif path.suffix.lower() == ".json":
-            _read_records(path, _json_list(path), points.add_field, _json_is_set, res, points)
+            _read_records(path, _json_list(path), res, points)
         else:
-            table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
-            if not any(h.lower() in STEP_COLUMNS for h in table.header):
-                raise IngestError(f"{path}: no step column (header: {','.join(table.header)[:200]}); "
-                                  "add a 'step' column, or pass --format keras if the rows are epochs")
-            records = [(lineno, dict(zip(table.header, cells))) for lineno, cells in table.rows]
-            _read_records(path, records, points.add_cell, _cell_is_set, res, points)
+            _read_csv(path, res, points)
     res.series, cleanups = points.build()
     res.cleanups.extend(cleanups)
     return res
@@ -84,16 +82,58 @@ def _json_list(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return list(enumerate(data, start=1))
 
 
-def _json_is_set(v: Any) -> bool:
-    return v is not None
+def _read_csv(path: Path, res: ReadResult, points: PointCollector) -> None:
+    """A wide CSV, column by column (one pass over the rows to sort them, then each column in bulk)."""
+    file = str(path)
+    table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    header = table.header
+    step_col = find_column(header, STEP_COLUMNS)
+    if step_col is None:
+        raise IngestError(f"{path}: no step column (header: {','.join(header)[:200]}); "
+                          "add a 'step' column, or pass --format keras if the rows are epochs")
+    seen: dict[str, int] = {}
+    for i, h in enumerate(header):
+        if h and h in seen:  # reading it as one metric would mix two columns' values
+            raise IngestError(f"{path}: column {h!r} appears twice in the header (columns {seen[h] + 1} and {i + 1}); "
+                              "rename or remove one and read it again")
+        seen.setdefault(h, i)
+    unnamed = unnamed_cleanup(table, file=file, skip=(step_col,))
+    if unnamed is not None:
+        res.cleanups.append(unnamed)
+    runtime_col = seen.get("train_runtime")
+    end_step: int | None = None
+    no_step = late = 0
+    steps: list[int] = []
+    rows: list[list[str]] = []
+    for lineno, cells in table.rows:
+        raw = cells[step_col]
+        step = as_step(raw)
+        if step is None:
+            if cell_value(raw) is not None:
+                raise IngestError(f"{path}:{lineno}: step {raw.strip()!r} is not an integer; "
+                                  "repair that record and read it again")
+            no_step += 1
+            continue
+        if runtime_col is not None and cell_value(cells[runtime_col]) is not None:
+            end_step = step
+            _to_summary(dict(zip(header, cells)), header[step_col], res)
+            continue
+        if end_step is not None and step <= end_step:
+            late += 1
+            _to_summary(dict(zip(header, cells)), header[step_col], res)
+            continue
+        steps.append(step)
+        rows.append(cells)
+    columns = [(i, h) for i, h in enumerate(header) if i != step_col and h]
+    points.note_rows(steps, lambda r: [h for i, h in columns if cell_value(rows[r][i]) is not None], file=file)
+    for i, h in columns:
+        points.add_column(h, steps, [cells[i] for cells in rows], file=file)
+    _count(file, no_step, late, end_step, res)
 
 
-def _cell_is_set(v: Any) -> bool:
-    return v is not None and cell_value(v) is not None
-
-
-def _read_records(path: Path, records: list[tuple[int, dict[str, Any]]], add: Callable,
-                  is_set: Callable[[Any], bool], res: ReadResult, points: PointCollector) -> None:
+def _read_records(path: Path, records: list[tuple[int, dict[str, Any]]], res: ReadResult,
+                  points: PointCollector) -> None:
+    """JSON records (lines of a .jsonl, items of a .json list); a JSON null is counted as skipped."""
     file = str(path)
     keys = list(dict.fromkeys(k for _, r in records for k in r))
     step_key = next((k for want in STEP_COLUMNS for k in keys if k.lower() == want), None)
@@ -106,12 +146,12 @@ def _read_records(path: Path, records: list[tuple[int, dict[str, Any]]], add: Ca
         raw_step = rec.get(step_key)
         step = as_step(raw_step)
         if step is None:
-            if is_set(raw_step):
+            if raw_step is not None:
                 raise IngestError(f"{path}:{lineno}: step {raw_step!r} is not an integer; "
                                   "repair that record and read it again")
             no_step += 1
             continue
-        if is_set(rec.get("train_runtime")):
+        if rec.get("train_runtime") is not None:
             end_step = step
             _to_summary(rec, step_key, res)
             continue
@@ -119,13 +159,12 @@ def _read_records(path: Path, records: list[tuple[int, dict[str, Any]]], add: Ca
             late += 1
             _to_summary(rec, step_key, res)
             continue
-        set_keys = [k for k, v in rec.items() if k != step_key and is_set(v)]
-        points.note_record(step, set_keys, file=file)
-        for k, v in rec.items():
-            if k == step_key or not k:
-                continue
-            if is_set(v) or v is None:
-                add(k, step, v, file=file)
+        points.note_record(step, [k for k, v in rec.items() if k != step_key and v is not None], file=file)
+        points.add_fields(step, [(k, v) for k, v in rec.items() if k != step_key and k], file=file)
+    _count(file, no_step, late, end_step, res)
+
+
+def _count(file: str, no_step: int, late: int, end_step: int | None, res: ReadResult) -> None:
     if no_step:
         res.cleanups.append(Cleanup("dropped_record", f"{no_step} record(s) without a step skipped",
                                     file=file, count=no_step))
