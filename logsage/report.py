@@ -966,17 +966,10 @@ def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str |
     Runs that cannot be read are listed in the report and the returned `errors`.
     Returns {"out", "written", "runs", "errors"}.
     """
-    from logsage.errors import IngestError, LogsageError, UsageError
-    from logsage.ingest import load_history
+    from logsage.errors import IngestError, UsageError
+    from logsage.ingest import load_histories
 
-    histories, errors = [], []
-    for p in paths:
-        try:
-            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
-        except LogsageError as e:
-            if e.exit_code == 2:
-                raise
-            errors.append({"run": str(p), "error": str(e)})
+    histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
     if not histories:
         if errors:
             raise IngestError("no run could be read: " + "; ".join(e["error"] for e in errors))

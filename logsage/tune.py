@@ -503,18 +503,12 @@ def tune_paths(paths: Sequence[str], *, format: str | None = None, use_cache: bo
 
     Rules, grid and objective are validated before any file is read.
     """
-    from logsage.ingest import load_history
+    from logsage.ingest import load_histories
 
     parse_objective(kwargs.get("objective"))
     _candidate_pairs(kwargs.get("rules"), kwargs.get("grid"), [])
-    histories, unreadable = [], []
-    for p in paths:
-        try:
-            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
-        except LogsageError as e:
-            if e.exit_code == 2:
-                raise
-            unreadable.append({"run": str(p), "reason": str(e)})
+    histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
+    unreadable = [{"run": e["run"], "reason": e["error"]} for e in errors]
     result = tune(histories, **kwargs)
     if unreadable:
         order = {str(p): i for i, p in enumerate(paths)}

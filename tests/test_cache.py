@@ -202,7 +202,8 @@ def test_second_read_of_an_unchanged_file_comes_from_the_cache(event_run, parse_
     assert len(parse_counter) == 1
     second = logsage.load_history(run, cache_dir=cache_dir)
     assert len(parse_counter) == 1  # not parsed again
-    assert tb.scan_file(f, cache_dir=cache_dir).from_cache
+    assert tb.scan_file(f, cache_dir=cache_dir).cached
+    assert not tb.scan_file(f, cache_dir=tmp_path / "other-cache").cached  # a fresh parse says so
     _same_history(first, second)
 
 

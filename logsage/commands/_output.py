@@ -27,7 +27,9 @@ def console(stderr: bool = False):
     from rich.console import Console
 
     # soft_wrap: a long run path or reason stays on one line (greppable); tables still fit the width.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # Piped output (no terminal to measure) gets a roomy fixed width instead of rich's 80.
+    tty = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if tty else 140)
 
 
 def stdout_is_tty() -> bool:

@@ -28,17 +28,13 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, as_json: bool
         logsage ingest lightning_logs/version_0/metrics.csv --json
         logsage ingest run-part1 run-part2 --stitch
     """
-    from logsage.errors import LogsageError
-    from logsage.ingest import load_history, stitch_histories
+    from logsage.ingest import load_histories, load_history, stitch_histories
 
-    histories, errors = [], []
-    for p in paths:
-        try:
-            histories.append(load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir))
-        except LogsageError as e:
-            if len(paths) == 1 or stitch:
-                raise
-            errors.append({"run": p, "error": str(e)})
+    if len(paths) == 1 or stitch:  # a single run's (or a stitch's) problem is the command's error
+        histories, errors = [load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+                             for p in paths], []
+    else:
+        histories, errors = load_histories(paths, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
     if stitch:
         histories = [stitch_histories(histories)]
     if as_json:

@@ -217,6 +217,33 @@ def load_history(
     return history
 
 
+def load_histories(
+    paths: Iterable[str | os.PathLike],
+    *,
+    format: str | None = None,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[list[History], list[dict[str, str]]]:
+    """Load several runs; one run's problem never aborts the others.
+
+    Returns the histories that could be read, in order, and one
+    ``{"run": path as given, "error": one-line message}`` per path that could not.
+    A usage error (an unknown `format`) concerns every run and is raised.
+    """
+    from logsage.errors import LogsageError
+
+    histories: list[History] = []
+    errors: list[dict[str, str]] = []
+    for p in paths:
+        try:
+            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
+        except LogsageError as e:
+            if e.exit_code == 2:
+                raise
+            errors.append({"run": str(p), "error": str(e)})
+    return histories, errors
+
+
 def _read_summary(f: Path, history: History) -> None:
     from logsage.ingest.base import loads_lenient, read_text, to_float
 
@@ -322,4 +349,4 @@ def stitch_histories(histories: list[History], *, path: str | None = None) -> Hi
     return out
 
 
-__all__ = ["FORMATS", "formats", "load_history", "stitch_histories"]
+__all__ = ["FORMATS", "formats", "load_histories", "load_history", "stitch_histories"]

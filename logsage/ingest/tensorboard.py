@@ -117,7 +117,7 @@ class FileScan:
     n_unsupported: int = 0
     first_wall_time: float = math.nan
     last_wall_time: float = math.nan
-    from_cache: bool = False
+    cached: bool = False  # True when this scan came from the parse cache
 
     def points(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -143,7 +143,7 @@ class FileScan:
         kw = {k: meta[k] for k in cls._FIELDS}
         for k in ("first_wall_time", "last_wall_time"):
             kw[k] = math.nan if kw[k] is None else float(kw[k])
-        scan = cls(path=path, **kw, **{k: arrays[k] for k in cls._ARRAYS}, from_cache=True)
+        scan = cls(path=path, **kw, **{k: arrays[k] for k in cls._ARRAYS}, cached=True)
         n = scan.steps.size
         if (scan.offsets.size != len(scan.tags) + 1 or scan.offsets[-1] != n or scan.values.size != n
                 or scan.wall_times.size != n or scan.tag_is_double.size != len(scan.tags)):
