@@ -232,12 +232,24 @@ class History:
         return None
 
     @property
-    def max_steps(self) -> int | None:
-        """The run's step budget (max_steps / total_steps in the log), else its last logged step."""
+    def stated_max_steps(self) -> int | None:
+        """The step budget the log itself states (max_steps / total_steps), or None.
+
+        Rules that use training progress must use this one: a budget guessed from
+        the last logged step would let a later evaluation change an earlier decision.
+        """
         for key in ("max_steps", "total_steps"):
             v = self.meta.get(key)
-            if isinstance(v, (int, float)) and v and v > 0:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
                 return int(v)
+        return None
+
+    @property
+    def max_steps(self) -> int | None:
+        """The run's step budget for savings: the stated one, else its last logged step."""
+        stated = self.stated_max_steps
+        if stated is not None:
+            return stated
         last = [s.last_step for s in self.series.values() if len(s)]
         return max(last) if last else None
 

@@ -17,6 +17,21 @@ import os
 from typing import Any, Sequence
 
 
+def check_plot_target(path: str | os.PathLike) -> None:
+    """Raise a one-line LogsageError when a PNG cannot be written to `path` (before any work is done)."""
+    from pathlib import Path
+
+    from logsage.errors import LogsageError
+
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise LogsageError(f"{path}: folder {folder} does not exist; create it or choose another --plot path")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise LogsageError("plots need matplotlib: pip install 'logsage[report]'") from None
+
+
 def plot_run(history: Any, decisions: Sequence[Any], out_png: str | os.PathLike, *,
              metric: str | None = None, title: str | None = None) -> str:
     """Draw `history`'s eval and train curves with each decision's stop and selection; write `out_png`.

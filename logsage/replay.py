@@ -386,7 +386,7 @@ def _prepare(history: History, metric: str | None, mode: str | None) -> _RunCont
     x = RuleInput(
         values=oriented, steps=steps, mode=objective.mode, metric=objective.metric, raw_values=raw,
         epochs=history.epoch_at(steps), train_steps=train_steps, train_values=train_values,
-        budget_steps=budget, budget_epochs=epochs_meta, extra=_ExtraSeries(history, steps),
+        budget_steps=history.stated_max_steps, budget_epochs=epochs_meta, extra=_ExtraSeries(history, steps),
         per_example=history.per_example, not_before=0,
     )
     has_inventory = bool(history.checkpoints)

@@ -28,6 +28,21 @@ def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
     return grid
 
 
+def _check_grid_conflicts(rules: tuple[str, ...], grid: dict[str, list[str]]) -> None:
+    """A parameter set both in a --rule and by --grid is ambiguous: refuse it rather than drop one."""
+    from logsage.errors import RuleConfigError
+    from logsage.rules import get_rule, parse_rule_spec
+
+    for spec in rules:
+        if spec == "all":
+            continue
+        name, given = parse_rule_spec(spec)
+        info = get_rule(name)
+        for key in given:
+            if info.aliases.get(key, key) in grid:
+                raise RuleConfigError(f"--rule {spec} sets {key} and --grid sweeps it; drop one of them")
+
+
 @click.command("replay")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--rule", "rules", multiple=True, required=True, metavar="NAME[:k=v,...]",
@@ -46,13 +61,16 @@ def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of the curves with each rule's stop and selection marked "
                    "(one file per run: NAME-1.png, NAME-2.png... when several runs are given).")
+@click.option("--stitch", is_flag=True,
+              help="The PATHS are segments of one resumed run, in order: replay them as one run "
+                   "(later segments win the steps they rewrite; seams are recorded).")
 @format_option
 @cache_options
 @click.option("--engine", type=click.Choice(["auto", "scan", "sweep"]), default="auto", hidden=True,
               help="Force the reference scan or the vectorized sweep (the results are identical).")
 def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...], metric: str | None,
-            mode: str | None, as_json: bool, as_csv: bool, plot_path: str | None, fmt: str | None,
-            no_cache: bool, cache_dir: str | None, engine: str) -> None:
+            mode: str | None, as_json: bool, as_csv: bool, plot_path: str | None, stitch: bool,
+            fmt: str | None, no_cache: bool, cache_dir: str | None, engine: str) -> None:
     """Replay each PATH (one run: a log file or a run folder) through stopping rules and score every decision.
 
     For each run, rule and parameter set: the step it would have stopped at, the
@@ -72,8 +90,25 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
 
     if as_json and as_csv:
         raise UsageError("--json and --csv are exclusive; pick one")
-    result = replay_paths(list(paths), list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None,
-                          format=fmt, use_cache=not no_cache, cache_dir=cache_dir, engine=engine)
+    _check_grid_conflicts(rules, _parse_grid(grid))
+    if plot_path:
+        from logsage.plot import check_plot_target
+
+        check_plot_target(plot_path)  # before any work: a missing folder or matplotlib is the user's to fix
+    if stitch:
+        from logsage.ingest import load_history, stitch_histories
+        from logsage.replay import expand_rules, replay
+
+        expand_rules(list(rules), _parse_grid(grid) or None)  # a bad rule fails before any file is read
+        run = stitch_histories([load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+                                for p in paths])
+        paths = (run.path,)
+        result = replay([run], list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None,
+                        engine=engine)
+    else:
+        result = replay_paths(list(paths), list(rules), metric=metric, mode=mode,
+                              grid=_parse_grid(grid) or None, format=fmt, use_cache=not no_cache,
+                              cache_dir=cache_dir, engine=engine)
     for h in result.histories:
         for w in h.warnings:
             warn(w)

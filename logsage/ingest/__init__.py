@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Iterable
@@ -191,6 +192,7 @@ def load_history(
                 continue
             groups.setdefault(r.FORMAT, []).append(f)
 
+    _warn_if_several_runs(p, groups, history)
     results: list[ReadResult] = []
     for fmt, files in groups.items():
         results.append(by_name[fmt].read(files, ctx=ctx))
@@ -208,6 +210,8 @@ def load_history(
         except IngestError as e:
             history.warnings.append(str(e))
     if not history.series:
+        if not results and format is not None:
+            raise IngestError(f"{given}: no {format} log found; check the path, or drop --format to detect the format")
         if not results:
             raise IngestError(
                 f"{given}: no training log found (looked for trainer_state.json, TensorBoard event files, "
@@ -215,6 +219,31 @@ def load_history(
             )
         history.warnings.append(f"{given}: the log holds no metric values")
     return history
+
+
+_VERSION_DIR = re.compile(r"^version_\d+$")  # Lightning's resumed versions of one run
+
+
+def _warn_if_several_runs(root: Path, groups: dict[str, list[Path]], history: History) -> None:
+    """A folder is one run; warn when its logs sit in sibling folders that look like separate runs.
+
+    (trainer_state.json files outside checkpoint-N/, or text logs of one format, in two or
+    more different folders; TensorBoard's add_scalars sub-folders and Lightning's
+    version_N folders are parts of one run and do not count.)
+    """
+    if not root.is_dir():
+        return
+    for fmt, files in groups.items():
+        if fmt == "tensorboard":
+            continue
+        dirs = {f.parent for f in files if not any(_is_checkpoint_dir(x) for x in f.relative_to(root).parts[:-1])}
+        if len(dirs) < 2 or all(_VERSION_DIR.match(d.name) for d in dirs):
+            continue
+        names = sorted(str(d.relative_to(root)) or "." for d in dirs)
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} folders)" if len(names) > 4 else "")
+        history.warnings.append(
+            f"{root}: holds {fmt} logs in {len(dirs)} different folders ({shown}); a folder is read as ONE run - "
+            "if these are separate runs, pass each folder as its own PATH")
 
 
 def load_histories(

@@ -245,8 +245,12 @@ def resolve_params(info: RuleInfo, given: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {p.name: p.default for p in info.params}
     for k in COMMON_PARAMS:
         out.setdefault(k, COMMON_PARAMS[k][1])
+    seen: dict[str, str] = {}
     for key, raw in given.items():
         k = info.aliases.get(key, key)
+        if k in seen:
+            raise RuleConfigError(f"rule {info.name}: {key!r} and {seen[k]!r} set the same parameter; give it once")
+        seen[k] = key
         if k in names:
             out[k] = _coerce(info.name, names[k], raw)
         elif k in COMMON_PARAMS:
@@ -280,6 +284,8 @@ def parse_rule_spec(spec: str) -> tuple[str, dict[str, str]]:
             k, eq, v = part.partition("=")
             if not eq or not k.strip():
                 raise RuleConfigError(f"bad rule parameter {part!r} in {spec!r}; write name=value")
+            if k.strip() in params:
+                raise RuleConfigError(f"parameter {k.strip()!r} given twice in {spec!r}; give it once")
             params[k.strip()] = v.strip()
     return name, params
 
