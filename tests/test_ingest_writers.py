@@ -100,7 +100,16 @@ def test_keras_csvlogger_rows_are_epochs(keras_run):
     assert h.meta["step_unit"] == "epoch"
     val = h.metric("eval_loss")
     assert val.name == "val_loss" and val.kind == "eval"
-    assert val.steps.tolist() == [0, 1, 2]  # step = the 0-based epoch index
+    # step = epoch + 1 (epochs completed); the last step is the number of epochs logged
+    rows = [line.split(",") for line in log.read_text().splitlines()[1:]]
+    written_epochs = [int(r[0]) for r in rows]
+    assert written_epochs == [0, 1, 2]
+    assert val.steps.tolist() == [e + 1 for e in written_epochs] == [1, 2, 3]
+    assert h.max_steps == len(fit_history["val_loss"]) == 3
+    assert "max_steps" not in h.meta and h.stated_max_steps is None
+    # the epoch series keeps the 0-based index as written
+    assert h.series["epoch"].steps.tolist() == [1, 2, 3]
+    assert h.series["epoch"].values.tolist() == written_epochs
     np.testing.assert_allclose(val.values, fit_history["val_loss"], rtol=1e-7)
     np.testing.assert_allclose(h.metric("loss").values, fit_history["loss"], rtol=1e-7)
     assert h.series["val_accuracy"].kind == "eval"
@@ -113,8 +122,45 @@ def test_keras_na_cells_are_missing(tmp_path):
     f.write_bytes(b"epoch,loss,val_loss\r\n0,1.0,0.9\r\n1,0.8,NA\r\n2,0.7,0.75\r\n")
     h = logsage.load_history(f)
     assert h.format == "keras"
-    assert h.metric("val_loss").steps.tolist() == [0, 2]
+    assert h.metric("val_loss").steps.tolist() == [1, 3]  # epochs 0 and 2 completed
+    assert h.metric("loss").steps.tolist() == [1, 2, 3]
     assert not [c for c in h.cleanups if c.kind == "dropped_record"]
+
+
+def test_keras_steps_count_epochs_so_savings_use_the_epochs_logged(tmp_path):
+    # 4 epochs (0..3 as written) are steps 1..4; Keras (patience 0) stops after the 3rd epoch
+    # (index 2, .95 does not beat .9): 1 of 4 epochs saved, not 1 of 3.
+    from logsage.replay import replay
+
+    f = tmp_path / "training.log"
+    f.write_bytes(b"epoch,loss,val_loss\r\n0,1.2,1.0\r\n1,1.0,0.9\r\n2,0.9,0.95\r\n3,0.8,0.8\r\n")
+    h = logsage.load_history(f)
+    assert h.format == "keras" and h.max_steps == 4
+    (d,) = replay([h], ["keras:patience=0"]).decisions
+    assert d.metric == "val_loss"
+    assert d.stop_step == 3 and d.stop_eval_index == 2
+    assert d.steps_saved == 1 and d.fraction_saved == 0.25
+    assert d.selected_step == 2 and d.selected_value == pytest.approx(0.9)  # Keras' best epoch 1
+
+
+def test_keras_appended_restart_keeps_the_later_epoch_row(tmp_path):
+    # CSVLogger(append=True) after a restart from epoch 1 writes no second header: epochs 1 and 2
+    # follow again in the same file; steps stay epoch + 1.
+    f = tmp_path / "training.log"
+    f.write_bytes(b"epoch,loss,val_loss\r\n0,1.0,0.9\r\n1,0.8,0.85\r\n2,0.7,0.8\r\n"
+                  b"1,0.75,0.84\r\n2,0.65,0.78\r\n3,0.6,0.7\r\n")
+    h = logsage.load_history(f)
+    assert h.format == "keras"
+    val = h.metric("val_loss")
+    assert val.steps.tolist() == [1, 2, 3, 4] and h.max_steps == 4
+    np.testing.assert_allclose(val.values, [0.9, 0.84, 0.78, 0.7], rtol=1e-6)
+
+
+def test_keras_negative_epoch_is_an_error(tmp_path):
+    f = tmp_path / "history.csv"
+    f.write_bytes(b"epoch,loss,val_loss\r\n0,1.0,0.9\r\n-1,0.8,0.85\r\n")
+    with pytest.raises(IngestError, match=r"history\.csv:3: epoch '-1' is negative"):
+        logsage.load_history(f, format="keras")
 
 
 # ----------------------------------------------------------------------------- MLflow file store

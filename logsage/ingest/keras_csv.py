@@ -4,8 +4,13 @@ The writer puts a 0-based ``epoch`` column first, then the logged keys sorted
 (``accuracy, loss, lr, val_accuracy, val_loss``), one row per epoch, CRLF line ends, and
 ``NA`` for a key missing in an epoch. There is no step column, so:
 
-    for Keras, step = the epoch index as written (0, 1, 2...) and ``meta["step_unit"]`` is
-    ``"epoch"``; the ``epoch`` series holds the same index.
+    for Keras, step = epoch + 1, the number of epochs completed when the row was written
+    (rows 0, 1, 2... are steps 1, 2, 3..., as HF's global step counts completed steps),
+    and ``meta["step_unit"]`` is ``"epoch"``. The last step is then the number of epochs
+    logged, which is the budget replay measures savings against (a 4-epoch run stopped
+    after its 3rd epoch saves 1 of 4). ``meta["max_steps"]`` is not set: the file does not
+    state the planned number of epochs. The ``epoch`` series keeps the 0-based index as
+    written (its value at step s is s - 1).
 
 ``val_*`` columns are the evaluation series (``val_loss`` is eval_loss by the alias
 table). ``NA``/blank cells are missing; ``nan`` is a value and is kept. Several files of
@@ -24,7 +29,7 @@ from logsage.ingest._text import (PointCollector, as_step, header_of, natural_ke
 from logsage.ingest.base import ReadContext, ReadResult
 
 FORMAT = "keras"
-DESCRIPTION = "Keras CSVLogger file (step = epoch index)"
+DESCRIPTION = "Keras CSVLogger file (step = epoch index + 1, epochs completed)"
 PRECISION = "float32"
 
 # A header with any of these is another format's (Lightning, wide, W&B, TensorBoard CSV).
@@ -55,7 +60,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             raise IngestError(f"{path}: first column is {table.header[0]!r}, not 'epoch'; "
                               "not a Keras CSVLogger file - pass --format wide for a csv with a step column")
         blank = 0
-        epochs: list[int] = []
+        steps: list[int] = []  # epoch + 1: epochs completed
         rows: list[list[str]] = []
         for lineno, cells in table.rows:
             epoch = as_step(cells[0])
@@ -65,12 +70,15 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                                       "repair that row and read it again")
                 blank += 1
                 continue
-            epochs.append(epoch)
+            if epoch < 0:
+                raise IngestError(f"{path}:{lineno}: epoch {cells[0]!r} is negative; Keras counts epochs "
+                                  "from 0 - repair that row and read it again")
+            steps.append(epoch + 1)
             rows.append(cells)
-        points.note_rows(epochs, lambda _: table.header, file=file)
+        points.note_rows(steps, lambda _: table.header, file=file)
         for i, name in enumerate(table.header):
-            if name:  # the epoch column too: the `epoch` series holds the index
-                points.add_column(name, epochs, [cells[i] for cells in rows], file=file)
+            if name:  # the epoch column too: the `epoch` series holds the 0-based index as written
+                points.add_column(name, steps, [cells[i] for cells in rows], file=file)
         unnamed = unnamed_cleanup(table, file=file)
         if unnamed is not None:
             res.cleanups.append(unnamed)

@@ -25,6 +25,7 @@ from logsage.rules._common import (
     finite_at_least,
     finite_or_unset,
     num,
+    raw_values,
     require,
     shown,
     to_oriented,
@@ -205,10 +206,14 @@ def keras(x: RuleInput, *, patience: int = 0, min_delta: float = 0.0, baseline: 
     NaN, which then can never be beaten); an improvement must beat the best by
     more than |min_delta| (float32 comparison); an improving epoch never reaches
     the stop check; the stop comes when wait >= patience on an epoch > 0.
-    best_index is what Keras leaves you with: its best epoch when
-    restore_best_weights is on, otherwise the stopping (or last) evaluation, whose
-    weights Keras keeps. Replay still reports the hindsight best separately, and the
-    reason names Keras' best epoch either way.
+    best_index is Keras' own best epoch (`EarlyStopping.best_epoch`): the last
+    evaluation that counted as an improvement under min_delta, ties and NaN as above
+    (an improvement that misses the baseline still moves it); None when Keras saw no
+    evaluation (empty series, or all of it before start_from_epoch). Replay selects
+    from it, so the selected checkpoint is the best so far at the stop either way. What
+    Keras itself would leave in the model - the last epoch's weights, or with
+    restore_best_weights the best epoch's - is said in the reason. "Epoch" in the
+    reason is the 0-based evaluation index, as in `best_epoch` and CSVLogger's column.
 
     Args:
         patience: epochs without improvement before stopping; the stop comes when the
@@ -221,8 +226,9 @@ def keras(x: RuleInput, *, patience: int = 0, min_delta: float = 0.0, baseline: 
         start_from_epoch: evaluations with a 0-based index below this are ignored
             entirely (no best tracking, no counting). Must be >= 0.
         restore_best_weights: whether Keras restores the best epoch's weights at the
-            end of training; it changes only which evaluation best_index names (the
-            best epoch when on, the stopping or last one when off), never the stop.
+            end of training. It only changes the reason's wording (Keras "restores epoch
+            N" vs "keeps the last epoch's weights"); the stop and best_index (Keras'
+            best_epoch, which replay selects from) are the same either way.
     """
     _validate_keras(patience=patience, min_delta=min_delta, baseline=baseline,
                     start_from_epoch=start_from_epoch, restore_best_weights=restore_best_weights)
@@ -249,20 +255,17 @@ def keras(x: RuleInput, *, patience: int = 0, min_delta: float = 0.0, baseline: 
         if wait >= patience and t > 0 and t >= x.not_before:
             stop = t
             break
-    end = stop if stop is not None else n - 1
-    keras_best = (f"Keras' best {shown(x, best_index)}" if best_index is not None
-                  else "Keras saw no evaluation (start_from_epoch)")
-    if restore_best_weights and best_index is not None:
-        kept, keeps = best_index, f"restore_best_weights restores step {int(x.steps[best_index])}"
+    if best_index is None:
+        keeps = "Keras saw no evaluation" + (" (start_from_epoch)" if n else "") + ", so it has no best epoch"
     else:
-        kept = end if n else None
-        keeps = (f"Keras keeps the weights of step {int(x.steps[end])} (restore_best_weights={restore_best_weights})"
-                 if n else "no weights")
+        best_at = f"best epoch {best_index} at step {int(x.steps[best_index])} ({num(raw_values(x)[best_index])})"
+        keeps = (f"Keras restores epoch {best_index} (restore_best_weights=true); {best_at}" if restore_best_weights
+                 else f"Keras keeps the last epoch's weights (restore_best_weights=false); {best_at}")
     if stop is not None:
         base_note = f", baseline {num(baseline)}" if baseline is not None else ""
         why = (f"{x.metric} did not improve by more than {num(delta)} for {evals(wait)} "
                f"(patience {patience}{base_note}) at step {int(x.steps[stop])}")
-        return Outcome(stop, kept, f"{why}; {keras_best}; {keeps}")
-    return Outcome(None, kept,
+        return Outcome(stop, best_index, f"{why}; {keeps}")
+    return Outcome(None, best_index,
                    f"{x.metric} never went {evals(patience)} without improving by more than {num(delta)} "
-                   f"in {evals(n)}; {keras_best}; {keeps}")
+                   f"in {evals(n)}; {keeps}")

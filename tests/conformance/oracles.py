@@ -10,7 +10,9 @@ callback object and returns ``(stop_index, best_index)``:
   whose tensor became ``best_score``), or ``None`` when the library has none.
 
 `keras_run` also reads back, from the model's weights after ``on_train_end``, which
-epoch's weights Keras actually leaves in the model (its restore target).
+epoch's weights Keras actually leaves in the model (``best_epoch``'s with
+``restore_best_weights``, else the last epoch trained); the keras rule's best_index is
+``best_epoch`` either way, and its reason says which weights Keras leaves.
 
 Nothing here re-implements a rule: the libraries decide; this module only drives them the
 way their trainers do (see the reference, ``stopping-semantics.md`` §1.2, §1.3, §2.2, §3.2).
@@ -286,9 +288,11 @@ def keras_stop(
     start_from_epoch: int = 0,
     restore_best_weights: bool = False,
 ) -> Result:
-    """`(stop_index, best_epoch)` of `keras_run`: best_epoch is None when Keras never saw a value
+    """`(stop_index, best_epoch)` of `keras_run`, the pair the keras rule's Outcome must equal.
 
-    (`best` still None; its `best_epoch` is then only the initial 0).
+    best_epoch is the callback's own (the last epoch counted as an improvement, the same
+    with restore_best_weights on or off), or None when Keras never saw a value (`best`
+    still None; its `best_epoch` is then only the initial 0).
     """
     run = keras_run(values, patience=patience, min_delta=min_delta, mode=mode, baseline=baseline,
                     start_from_epoch=start_from_epoch, restore_best_weights=restore_best_weights)

@@ -9,8 +9,9 @@ Two layers:
 2. The `test_*_matches_library` tests feed the same vectors, plus edge cases (NaN/inf,
    ties, exact-threshold steps, patience 0, max mode, all-NaN, one value, empty), to
    `logsage.replay.decide_values` and require the library's stop index and its best
-   index (the Trainer's best_global_step, Lightning's best_score, and the epoch whose
-   weights Keras leaves in the model: what each would load or restore).
+   index (the Trainer's best_global_step, Lightning's best_score, Keras' best_epoch). For
+   Keras the weights it leaves in the model (the best epoch's with restore_best_weights,
+   else the last epoch's) are checked against what the reason says.
 """
 
 from __future__ import annotations
@@ -292,6 +293,16 @@ def _targeted_cases():
                   dict(patience=2, min_delta=0.0, restore_best_weights=True)))
     c.append(Case("float32_delta", "keras", (1.0, 0.9, 0.8, 0.7), "min", dict(patience=1, min_delta=0.1)))
     c.append(Case("large_patience", "keras", (1.0, 1.1, 1.2, 1.3), "min", dict(patience=10, min_delta=0.0)))
+    # best_epoch is the last counted improvement, not the lowest value: .7 misses .8 by less than .15.
+    for restore in (False, True):
+        c.append(Case(f"best_epoch_min_delta-r{int(restore)}", "keras", (1.0, .9, .8, .7, .75), "min",
+                      dict(patience=2, min_delta=.15, restore_best_weights=restore)))
+        c.append(Case(f"best_epoch_baseline_max-r{int(restore)}", "keras", (.1, .3, .2, .25, .2), "max",
+                      dict(patience=2, min_delta=0.0, baseline=.5, restore_best_weights=restore)))
+    c.append(Case("restore_never_stops", "keras", (1.0, .9, .95, .8), "min",
+                  dict(patience=5, min_delta=0.0, restore_best_weights=True)))
+    c.append(Case("restore_start_beyond_end", "keras", (1.0, 2.0), "min",
+                  dict(patience=0, min_delta=0.0, start_from_epoch=3, restore_best_weights=True)))
     return c
 
 
@@ -327,12 +338,9 @@ def _library_best(case):
 
     HF: `state.best_global_step` at the stop (or the end): what load_best_model_at_end loads
     when every evaluation is saved. Lightning: the evaluation whose value is `best_score`.
-    Keras: the epoch whose weights the model holds after `on_train_end`, read back from the
-    weights (its `best_epoch` with restore_best_weights, else the last epoch trained).
+    Keras: the callback's `best_epoch` (None when it never saw a value), whatever
+    restore_best_weights says.
     """
-    if case.library == "keras":
-        run = keras_run(list(case.values), mode=case.mode, **case.params)
-        return run.stop_index, run.kept_index
     return ORACLES[case.library](list(case.values), mode=case.mode, **case.params)
 
 
@@ -352,3 +360,32 @@ def test_keras_restore_target_is_best_epoch():
             run = keras_run(list(case.values), mode=case.mode, **case.params)
             if run.best_epoch is not None:
                 assert run.kept_index == run.best_epoch, case.id
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.library == "keras"], ids=lambda c: c.id)
+def test_keras_reason_says_which_weights_keras_leaves(case):
+    """The reason names the epoch Keras restores (read back from the model's weights after
+    `on_train_end`) with restore_best_weights, and says it keeps the last epoch's otherwise."""
+    run = keras_run(list(case.values), mode=case.mode, **case.params)
+    ours = _decide(case)
+    if run.best_epoch is None:
+        assert "Keras saw no evaluation" in ours.reason
+        return
+    if case.params.get("restore_best_weights"):
+        assert run.kept_index == run.best_epoch == ours.best_index, case.id
+        assert f"Keras restores epoch {run.kept_index} (restore_best_weights=true)" in ours.reason, ours.reason
+    else:
+        last_trained = run.stop_index if run.stop_index is not None else len(case.values) - 1
+        assert run.kept_index == last_trained, case.id
+        assert "Keras keeps the last epoch's weights (restore_best_weights=false)" in ours.reason, ours.reason
+    assert f"best epoch {run.best_epoch} at step " in ours.reason, ours.reason
+
+
+def test_keras_restore_best_weights_does_not_change_best_epoch():
+    """Oracle self-check: Keras' best_epoch and stop are the same with restore_best_weights on or off."""
+    for case in CASES:
+        if case.library == "keras":
+            params = {k: v for k, v in case.params.items() if k != "restore_best_weights"}
+            off = keras_run(list(case.values), mode=case.mode, restore_best_weights=False, **params)
+            on = keras_run(list(case.values), mode=case.mode, restore_best_weights=True, **params)
+            assert (off.stop_index, off.best_epoch) == (on.stop_index, on.best_epoch), case.id

@@ -6,8 +6,8 @@ float64, so `best - threshold` appears exactly and `0.9 - 0.8 != 0.1` appears to
 1e-9 gains (float32 vs float64), occasional NaN / +inf / -inf, patience 0, thresholds
 equal to differences present in the sequence, and both modes. Each example runs the real
 library (see `oracles.py`) and `logsage.replay.decide_values` and requires the same stop
-index and the same best index (HF best_global_step, Lightning best_score, the epoch
-whose weights Keras leaves in the model). Derandomized with no example database,
+index and the same best index (HF best_global_step, Lightning best_score, Keras best_epoch); for Keras the
+weights it leaves in the model must also match what the reason says. Derandomized with no example database,
 so every run explores the same examples.
 """
 
@@ -184,5 +184,15 @@ def test_lightning_matches_pytorch_lightning(case):
 def test_keras_matches_keras(case):
     values, mode, params = case
     run = keras_run(values, mode=mode, **params)
-    # Best = the epoch whose weights Keras leaves in the model (its restore target when on).
-    _assert_same("keras", values, mode, params, run.stop_index, run.kept_index)
+    # Best = the callback's best_epoch, whether or not restore_best_weights is on.
+    _assert_same("keras", values, mode, params, run.stop_index, run.best_epoch)
+    if run.best_epoch is None:
+        return
+    # The reason says which weights Keras leaves in the model (read back after on_train_end).
+    reason = _decide(values, "keras", mode, params).reason
+    if params["restore_best_weights"]:
+        assert run.kept_index == run.best_epoch
+        assert f"Keras restores epoch {run.kept_index} (restore_best_weights=true)" in reason, reason
+    else:
+        assert run.kept_index == (run.stop_index if run.stop_index is not None else len(values) - 1)
+        assert "Keras keeps the last epoch's weights (restore_best_weights=false)" in reason, reason

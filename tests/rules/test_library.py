@@ -84,8 +84,9 @@ GOLDEN: dict[str, list[tuple]] = {
         ([], {}, "min", None, None),
     ],
     "keras": [
-        # restore_best_weights=False (Keras' default): best_index is the stop (the weights Keras keeps).
-        (TYPICAL, {"patience": 2}, "min", 4, 4),
+        # best_index is Keras' best_epoch whether or not restore_best_weights is on (Keras' default
+        # is off: it then keeps the last epoch's weights, which only the reason says).
+        (TYPICAL, {"patience": 2}, "min", 4, 2),
         (TYPICAL, {"patience": 2, "restore_best_weights": True}, "min", 4, 2),  # §8: restores epoch 3
         (TIES, {"patience": 2, "restore_best_weights": True}, "min", 3, 1),
         (EXACT_DELTA, {"patience": 1, "min_delta": .25, "restore_best_weights": True}, "min", 1, 0),
@@ -93,7 +94,8 @@ GOLDEN: dict[str, list[tuple]] = {
         (NAN_FIRST, {"patience": 2, "restore_best_weights": True}, "min", 2, 0),  # §8: best NaN, restores ep 1
         (NAN_MID, {"patience": 2, "restore_best_weights": True}, "min", 5, 3),
         (INF_MID, {"patience": 2, "restore_best_weights": True}, "min", None, 3),
-        (INF_MID, {"patience": 2}, "min", None, 3),  # never stops: the last epoch's weights
+        (INF_MID, {"patience": 2}, "min", None, 3),  # never stops; .8 is the best epoch (and the last)
+        (NAN_FIRST, {"patience": 2}, "min", 2, 0),  # the first NaN stays Keras' best (replay skips it)
         (P0, {"patience": 0, "restore_best_weights": True}, "min", 2, 1),
         (PREC, {"patience": 2, "restore_best_weights": True}, "min", 2, 0),
         # §8 Keras baseline 0.5, patience 2
@@ -117,7 +119,14 @@ GOLDEN: dict[str, list[tuple]] = {
         # all NaN: the first NaN is the best, the next one does not beat it
         ([NAN, NAN, NAN], {"patience": 1, "restore_best_weights": True}, "min", 1, 0),
         # min_evals=5: index 2 would stop (p0) but may not; index 3 (.8) improves; index 4 stops.
-        ([1.0, .9, .95, .8, .85], {"patience": 0, "min_evals": 5}, "min", 4, 4),
+        ([1.0, .9, .95, .8, .85], {"patience": 0, "min_evals": 5}, "min", 4, 3),
+        # min_delta .15: Keras' best is its last counted improvement (.8 beats 1.0 by .2), not the
+        # lowest value (.7 misses .8 by only .1), so best_epoch is 2 at the stop.
+        (SLOW_CREEP, {"patience": 2, "min_delta": .15}, "min", None, 6),
+        ([1.0, .9, .8, .7, .75], {"patience": 2, "min_delta": .15}, "min", 4, 2),
+        # start_from_epoch beyond the end: Keras saw nothing, has no best epoch.
+        ([1.0, 2.0], {"patience": 0, "start_from_epoch": 5}, "min", None, None),
+        ([], {}, "min", None, None),
     ],
 }
 
@@ -159,12 +168,28 @@ def test_lightning_negative_min_delta_is_applied_with_its_sign():
     assert decide([1.0, 1.05], "keras", {"patience": 0, "min_delta": -0.1}).stop_index == 1
 
 
-def test_keras_reason_names_its_restore_target():
-    out = decide(TYPICAL, "keras", {"patience": 2}, steps=list(range(10, 110, 10)))
-    assert "Keras' best 0.8 at step 30" in out.reason
-    assert "keeps the weights of step 50" in out.reason
-    out = decide(TYPICAL, "keras", {"patience": 2, "restore_best_weights": True}, steps=list(range(10, 110, 10)))
-    assert "restores step 30" in out.reason
+def test_keras_reason_names_what_keras_keeps_and_its_best_epoch():
+    steps = list(range(10, 110, 10))
+    out = decide(TYPICAL, "keras", {"patience": 2}, steps=steps)
+    assert (out.stop_index, out.best_index) == (4, 2)
+    assert ("Keras keeps the last epoch's weights (restore_best_weights=false); best epoch 2 at step 30 (0.8)"
+            in out.reason)
+    # With restore_best_weights the reason names the restored epoch; nothing else changes.
+    on = decide(TYPICAL, "keras", {"patience": 2, "restore_best_weights": True}, steps=steps)
+    assert (on.stop_index, on.best_index) == (4, 2)
+    assert "Keras restores epoch 2 (restore_best_weights=true); best epoch 2 at step 30 (0.8)" in on.reason
+    assert "keeps the last epoch" not in on.reason
+    assert "Keras saw no evaluation (start_from_epoch)" in decide([1.0], "keras", {"start_from_epoch": 3}).reason
+
+
+@pytest.mark.parametrize("case", [c for c in GOLDEN["keras"]], ids=lambda c: repr(c[1]))
+def test_keras_restore_best_weights_changes_only_the_reason(case):
+    values, params, mode, *_ = case
+    off = decide(values, "keras", {**params, "restore_best_weights": False}, mode)
+    on = decide(values, "keras", {**params, "restore_best_weights": True}, mode)
+    assert (on.stop_index, on.best_index) == (off.stop_index, off.best_index)
+    if off.best_index is not None:
+        assert "restore_best_weights=false" in off.reason and "restore_best_weights=true" in on.reason
 
 
 def test_library_rules_accept_none_for_optional_thresholds():
