@@ -90,7 +90,6 @@ def test_live_hf_stop_equals_offline_replay(hf_run):
 def test_live_significance_stop_equals_offline_replay(tmp_path, tiny_model_dir):
     """A second rule, the one that needs the per-example losses: live and offline agree too."""
     import logsage
-    from logsage.ingest.per_example import read_per_example
     from logsage.replay import replay
 
     out = tmp_path / "sig"
@@ -99,9 +98,11 @@ def test_live_significance_stop_equals_offline_replay(tmp_path, tiny_model_dir):
     assert code == 0, doc
     assert doc["status"] == "stopped early" and doc["global_step"] < MAX_STEPS
     h = logsage.load_history(out)
-    if not h.per_example:  # until load_history fills it, as it will from these same files
-        h.per_example = read_per_example(out)
+    # ingest itself reads the per-example losses of every checkpoint into the history
+    assert h.per_example, "load_history did not fill History.per_example"
     assert sorted(h.per_example) == _evals(out)[0]
+    for step, pe in h.per_example.items():
+        assert len(pe["id"]) == 8 and (pe["n_tokens"] > 0).all(), step  # every eval example, with its tokens
     (decision,) = replay([h], [spec]).decisions
     assert decision.decidable, decision.reason
     assert decision.stop_step == doc["early_stop"]["step"] == doc["global_step"]

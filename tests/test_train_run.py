@@ -138,11 +138,121 @@ def test_manifest_records_what_ran(tiny_run_dir, tiny_model_dir):
     import transformers
 
     assert m["versions"]["transformers"] == transformers.__version__
-    assert m["device"]["type"] == "cpu"
+    assert m["device"]["type"] == "cpu" and m["device"]["device"] == "cpu"  # --device cpu
     assert m["config"]["save_all"] is True and m["config"]["eval_steps"] == 3
     assert m["config_origin"]["eval_steps"] == "command line"
     assert m["config_origin"]["lora_r"] == "default"
     assert m["global_step"] == 10 and m["early_stop"] is None
+
+
+def _short_run_args(model_dir, out, *extra):
+    """A 1-step, 1-evaluation LoRA run of the tiny model on CPU (the cheapest full pass through the recipe)."""
+    return ["--model", str(model_dir), "--data", str(Path(EXAMPLES_DATA, "tiny_alpaca.jsonl")),
+            "--eval-data", str(Path(EXAMPLES_DATA, "tiny_alpaca_eval.jsonl")), "--output", str(out), "--save-all",
+            "--max-steps", "1", "--eval-steps", "1", "--per-device-train-batch-size", "4",
+            "--per-device-eval-batch-size", "4", "--device", "cpu", *extra]
+
+
+_PRETEND_GPU = {"is_available": lambda: True, "device_count": lambda: 1, "current_device": lambda: 0,
+                "get_device_name": lambda i=None: "Pretend GPU"}
+
+
+def _pretend_a_gpu_is_visible(monkeypatch):
+    """torch.cuda says a GPU is there; returns a function that puts the real answers back."""
+    import torch
+
+    real = {name: getattr(torch.cuda, name) for name in _PRETEND_GPU}
+    for name, fake in _PRETEND_GPU.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+
+    def stop_pretending():
+        for name, fn in real.items():
+            monkeypatch.setattr(torch.cuda, name, fn)
+
+    return stop_pretending
+
+
+def test_device_info_reports_the_device_given_not_a_visible_gpu(monkeypatch):
+    from logsage.train.manifest import device_info
+
+    _pretend_a_gpu_is_visible(monkeypatch)
+    cpu = device_info("cpu")
+    assert cpu["type"] == "cpu" and cpu["device"] == "cpu" and cpu["cuda_available"] is True
+    assert "names" not in cpu and cpu["cpu_count"]
+    gpu = device_info("cuda:0")
+    assert gpu["type"] == "cuda" and gpu["device"] == "cuda:0" and gpu["name"] == "Pretend GPU" and gpu["count"] == 1
+
+
+def test_manifest_says_cpu_under_device_cpu_even_with_a_gpu_visible(tmp_path, tiny_model_dir, monkeypatch):
+    """--device cpu on a GPU machine: the manifest records the device the Trainer used, not the visible GPU."""
+    from conftest import train_tiny_cli
+    from logsage.train import manifest
+
+    # A GPU is "visible" while the run resolves its device, loads the model, builds the Trainer
+    # and writes the manifest; after that the real answers come back, because a CPU-only torch
+    # cannot do the CUDA calls (RNG state) that checkpointing makes when CUDA is available.
+    stop_pretending = _pretend_a_gpu_is_visible(monkeypatch)
+    real_start = manifest.start_manifest
+
+    def start_then_stop_pretending(*args, **kwargs):
+        try:
+            return real_start(*args, **kwargs)
+        finally:
+            stop_pretending()
+
+    monkeypatch.setattr(manifest, "start_manifest", start_then_stop_pretending)
+    out = tmp_path / "cpu"
+    code, doc = train_tiny_cli(_short_run_args(tiny_model_dir, out))
+    assert code == 0, doc
+    m = json.loads((out / "logsage_run.json").read_text())
+    assert m["device"]["type"] == "cpu" and m["device"]["device"] == "cpu"
+    assert m["device"]["cuda_available"] is True  # the GPU was visible, and unused
+    assert "names" not in m["device"]
+
+
+def test_a_local_model_never_causes_a_hub_request(tmp_path, tiny_model_dir, monkeypatch):
+    """The whole run on a local folder, with hub access allowed but every socket connection refused and recorded.
+
+    The suite runs with HF_HUB_OFFLINE=1 (conftest.py), which would hide a hub request;
+    here offline mode is off (huggingface_hub reads the variable once, at import, so its
+    constant is reset too), and a connection attempt is what gives a request away.
+    """
+    import socket
+
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from conftest import train_tiny_cli
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    attempts: list[tuple[str, str]] = []
+
+    def refuse(kind):
+        def blocked(*args, **kwargs):
+            attempts.append((kind, repr(args[1:] if kind.startswith("socket.") else args)[:200]))
+            raise OSError(f"network blocked by the test ({kind})")
+
+        return blocked
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+
+    out = tmp_path / "local"
+    code, doc = train_tiny_cli(_short_run_args(tiny_model_dir, out))
+    assert code == 0, doc
+    assert doc["checkpoints"] == ["checkpoint-1"]
+    assert attempts == [], f"a local model caused network access: {attempts}"
+    m = json.loads((out / "logsage_run.json").read_text())
+    assert m["model"]["local"] is True and m["model"]["revision"] is None
+
+    # The trap works: with offline mode off, a real hub lookup is caught trying to connect.
+    with pytest.raises(Exception):
+        huggingface_hub.model_info("Qwen/Qwen2.5-7B-Instruct")
+    assert attempts
 
 
 def test_full_fine_tune_with_an_eval_split(tmp_path, tiny_model_dir):

@@ -4,7 +4,8 @@ It records the resolved configuration (and where each value came from), the mode
 as given with its revision (null for a local folder; for a hub id the commit the
 local cache resolved, when known), the dataset files with their hex sha256 and
 example counts, the versions of python, torch, transformers, peft, accelerate and
-logsage, the device, and start/end times. A resumed run appends a segment rather
+logsage, the device the run actually used (the Trainer's, not merely a visible
+GPU), and start/end times. A resumed run appends a segment rather
 than forgetting the first one. The file is replaced atomically, so a reader never
 sees half of it.
 """
@@ -55,16 +56,30 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def device_info() -> dict[str, Any]:
+def device_info(device: Any = None) -> dict[str, Any]:
+    """The device the run used: `device` is what the Trainer resolved (`args.device`), e.g. `cpu` or `cuda:0`.
+
+    Without one (a caller that has no Trainer), the device is guessed as `--device auto`
+    would pick it. A visible but unused GPU (`--device cpu` on a GPU machine) is noted
+    as `cuda_available`, never as the device type.
+    """
     import torch
 
     info: dict[str, Any] = {"platform": platform.platform(), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
-    if torch.cuda.is_available():
-        info["type"] = "cuda"
+    cuda_available = torch.cuda.is_available()
+    if device is None:
+        device = "cuda" if cuda_available else "cpu"
+    dev = torch.device(device)
+    info["type"] = dev.type
+    info["device"] = str(dev)
+    info["cuda_available"] = cuda_available
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        info["index"] = index
         info["count"] = torch.cuda.device_count()
+        info["name"] = torch.cuda.get_device_name(index)
         info["names"] = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
-    else:
-        info["type"] = "cpu"
+    elif dev.type == "cpu":
         info["cpu_count"] = os.cpu_count()
     return info
 
@@ -101,8 +116,12 @@ def start_manifest(
     model: dict[str, Any],
     data: dict[str, Any],
     resumed_from: str | None,
+    device: Any = None,
 ) -> dict[str, Any]:
-    """Write the manifest at the start of a run (end_time null, status "running") and return it."""
+    """Write the manifest at the start of a run (end_time null, status "running") and return it.
+
+    `device` is the device the run uses (the Trainer's `args.device`); see `device_info`.
+    """
     previous = read_manifest(run_dir) if resumed_from else None
     segments = list(previous.get("segments", [])) if previous else []
     start = now_iso()
@@ -116,7 +135,7 @@ def start_manifest(
         "model": model,
         "data": data,
         "versions": versions(),
-        "device": device_info(),
+        "device": device_info(device),
         "start_time": previous.get("start_time", start) if previous else start,
         "end_time": None,
         "status": "running",

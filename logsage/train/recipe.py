@@ -452,8 +452,9 @@ def run_training(
                       "revision": None if local else commit,
                       "revision_requested": None if local else cfg.revision,
                       "kind": "full" if cfg.full else "lora"}
+        # The device the Trainer resolved (cpu under --device cpu even when a GPU is visible).
         doc = start_manifest(run_dir, config=cfg.to_dict(), origin=origin or {}, model=model_info,
-                             data=data_info, resumed_from=resume)
+                             data=data_info, resumed_from=resume, device=trainer.args.device)
     status = "failed"
     try:
         trainer.train(resume_from_checkpoint=resume)
