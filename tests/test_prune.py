@@ -1,0 +1,144 @@
+"""`logsage prune`: keep what the user names, delete only the other checkpoint-N folders, report what it freed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from logsage.cli import cli
+from logsage.prune import parse_keep, prune
+
+EVALS = [(10, 2.0), (20, 1.5), (30, 1.2), (40, 1.3), (50, 1.4), (60, 1.6)]
+
+
+def write_adapter(folder: Path, *, rows: int = 64, pickle: bool = False, broken: bool = False) -> None:
+    """A checkpoint folder with a small adapter written by safetensors' (or torch's) own writer."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
+    tensors = {"base_model.model.q_proj.lora_A.weight": np.ones((2, rows), dtype=np.float32)}
+    if pickle:
+        import torch
+
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, folder / "adapter_model.bin")
+        return
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    if broken:
+        data = (folder / "adapter_model.safetensors").read_bytes()
+        (folder / "adapter_model.safetensors").write_bytes(data[:-16])
+    (folder / "optimizer.pt").write_bytes(b"\0" * 4096)  # the bulk a --save-all run leaves behind
+
+
+def make_run(root: Path, evals=EVALS, states: dict[int, str] | None = None) -> Path:
+    from transformers import TrainerState
+
+    root.mkdir(parents=True)
+    log = [{"eval_loss": v, "step": s, "epoch": s / 100} for s, v in evals]
+    TrainerState(global_step=evals[-1][0], max_steps=evals[-1][0], log_history=log).save_to_json(
+        str(root / "trainer_state.json"))
+    for s, _ in evals:
+        state = (states or {}).get(s, "ok")
+        if state != "missing":
+            write_adapter(root / f"checkpoint-{s}", pickle=state == "pickle", broken=state == "broken")
+    return root
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def checkpoints(run: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+
+
+def test_parse_keep():
+    assert parse_keep("selected, best,last,checkpoint-500, 40") == ["selected", "best", "last", 500, 40]
+    assert parse_keep(["best", "last"]) == ["best", "last"]
+    for bad in ("", "newest", "checkpoint-x"):
+        with pytest.raises(Exception, match="--keep"):
+            parse_keep(bad)
+
+
+def test_dry_run_reports_and_deletes_nothing(tmp_path):
+    run = make_run(tmp_path / "run")
+    before = tree_digest(run)
+    plan = prune(run, "selected,best,last", rule="hf:patience=2", dry_run=True)
+    assert tree_digest(run) == before
+    why = {k["step"]: k["why"] for k in plan.keep}
+    assert set(why) == {30, 60}  # hf:patience=2 picks 30 (also the best), last = 60
+    assert "best logged" in why[30] and any(w.startswith("selected by hf") for w in why[30])
+    assert why[60] == ["newest whole"]
+    assert [d["step"] for d in plan.delete] == [10, 20, 40, 50]
+    assert plan.freed_bytes == sum(du(run / f"checkpoint-{s}") for s in (10, 20, 40, 50))
+
+
+def test_prune_deletes_only_unkept_checkpoint_folders(tmp_path):
+    run = make_run(tmp_path / "run", states={20: "broken"})
+    (run / "exports").mkdir()
+    (run / "exports" / "model.safetensors").write_bytes(b"x" * 100)
+    (run / "checkpoint-final").mkdir()  # not numeric: not a checkpoint folder
+    (run / "checkpoint-final" / "notes.txt").write_text("hand-picked")
+    (run / "logsage_run.json").write_text(json.dumps({"status": "completed"}))
+    kept_before = {s: tree_digest(run / f"checkpoint-{s}") for s in (30, 60)}
+    freed = sum(du(run / f"checkpoint-{s}") for s in (10, 20, 40, 50))
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "best", "--keep", "last", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["freed_bytes"] == freed and doc["deleted_steps"] == [10, 20, 40, 50] and not doc["dry_run"]
+    assert any(d["step"] == 20 and "cut short" in d["problem"] for d in doc["delete"])
+    assert checkpoints(run) == [30, 60]
+    assert {s: tree_digest(run / f"checkpoint-{s}") for s in (30, 60)} == kept_before
+    assert (run / "exports" / "model.safetensors").exists() and (run / "checkpoint-final" / "notes.txt").exists()
+    assert (run / "trainer_state.json").exists() and (run / "logsage_run.json").exists()
+
+
+def test_symlinked_checkpoints_and_their_targets_are_left_alone(tmp_path):
+    run = make_run(tmp_path / "run", evals=EVALS[:3])
+    outside = tmp_path / "elsewhere" / "checkpoint-99"
+    write_adapter(outside)
+    os.symlink(outside, run / "checkpoint-40")
+    plan = prune(run, "best")
+    assert any(a["step"] == 40 and "symbolic link" in a["reason"] for a in plan.left_alone)
+    assert (run / "checkpoint-40").is_symlink() and (outside / "adapter_model.safetensors").exists()
+    assert checkpoints(run) == [30, 40]
+
+
+def test_pickle_pick_is_kept_with_and_without_the_opt_in(tmp_path):
+    run = make_run(tmp_path / "run", states={30: "pickle"})
+    plan = prune(run, "selected", rule="hf:patience=2", dry_run=True)
+    kept = {k["step"] for k in plan.keep}
+    # Without --allow-pickle `select` picks 40; with it, 30. Both stay.
+    assert kept == {30, 40}
+
+
+def test_keep_list_errors(tmp_path):
+    run = make_run(tmp_path / "run", evals=EVALS[:2])
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "selected"])
+    assert r.exit_code == 2 and "--rule" in r.output
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "500"])
+    assert r.exit_code == 2 and "no checkpoint-500" in r.output and "10, 20" in r.output
+    broken = make_run(tmp_path / "broken", evals=EVALS[:2], states={10: "broken", 20: "broken"})
+    before = tree_digest(broken)
+    r = CliRunner().invoke(cli, ["prune", str(broken), "--keep", "best,last"])
+    assert r.exit_code == 1 and "refusing to delete every checkpoint" in r.output
+    assert tree_digest(broken) == before
+
+
+def test_human_output_names_what_goes_and_what_it_frees(tmp_path):
+    run = make_run(tmp_path / "run", evals=EVALS[:3])
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "20", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "keep         checkpoint-20" in r.output and "would delete checkpoint-10" in r.output
+    assert "would free" in r.output and checkpoints(run) == [10, 20, 30]
