@@ -245,11 +245,14 @@ def manifest_base(manifest: dict[str, Any] | None) -> str | None:
     return cfg.get("model")
 
 
-def _data_path(f: str, run_dir: Path) -> str:
-    """A data path recorded at training time: as given (relative to where training ran), else beside the run."""
+def _data_path(f: str, run_dir: Path, abs_path: str | None = None) -> str:
+    """A data path recorded at training time: as given (relative to where training ran), else its
+    recorded absolute path, else beside the run."""
     p = Path(f)
     if p.exists() or p.is_absolute():
         return str(p)
+    if abs_path and Path(abs_path).exists():
+        return abs_path
     for root in (run_dir, run_dir.parent):
         if (root / p).exists():
             return str(root / p)
@@ -279,7 +282,9 @@ def manifest_eval_data(manifest: dict[str, Any] | None, run_dir: Path) -> tuple[
         files, split = [str(f) for f in cfg["data"]], float(data["eval_split"])
     else:
         return None, []
-    resolved = [_data_path(f, run_dir) for f in files]
+    absolute = {e.get("path"): e.get("abs_path") for e in (data.get("train") or []) + (data.get("eval") or [])
+                if isinstance(e, dict)}
+    resolved = [_data_path(f, run_dir, absolute.get(f)) for f in files]
     missing = [f for f in resolved if not Path(f).is_file()]
     if missing:
         return None, [f"{MANIFEST_NAME} names the eval data {missing[0]}, which is not found from here (nor beside "

@@ -264,3 +264,22 @@ def test_choosing_without_eval_or_export_never_imports_torch(real_adapter, tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+def test_manifest_eval_data_is_found_from_another_folder(tmp_path, monkeypatch):
+    # Training ran in `work/` with a relative --eval-data; select runs from elsewhere.
+    from logsage.select import manifest_eval_data
+    from logsage.train.manifest import data_entry
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "eval.jsonl").write_text('{"instruction": "hi", "output": "hello"}\n')
+    monkeypatch.chdir(work)
+    entry = data_entry("data/eval.jsonl", 1)
+    manifest = {"config": {"eval_data": ["data/eval.jsonl"], "seed": 42}, "data": {"eval": [entry], "train": []}}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data, warnings = manifest_eval_data(manifest, tmp_path / "run")
+    assert warnings == [] and data is not None
+    assert data.files == [str(work / "data" / "eval.jsonl")]

@@ -85,7 +85,8 @@ def device_info(device: Any = None) -> dict[str, Any]:
 
 
 def data_entry(path: str, n_examples: int) -> dict[str, Any]:
-    return {"path": path, "sha256": sha256_file(path), "examples": n_examples}
+    # `path` as the user gave it, and absolute, so that `select` finds the eval set from anywhere.
+    return {"path": path, "abs_path": str(Path(path).resolve()), "sha256": sha256_file(path), "examples": n_examples}
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
