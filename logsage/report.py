@@ -7,7 +7,8 @@
 Per run: the eval curve (and the train loss on its own right-hand axis) with each
 rule's stop (dashed line) and selected checkpoint (ring) marked, the hindsight best
 (star), the checkpoint inventory (a strip under the plot and a list: whole, broken,
-evaluations without a checkpoint), and the scored decisions table. For several runs:
+evaluations without a checkpoint), and the scored decisions table (GPU-hours saved and,
+given a price per GPU-hour, money saved per decision). For several runs:
 the summary per rule and the regret-savings Pareto front. With a tune: the
 recommendation, its leave-one-run-out validation and the comparison with defaults.
 
@@ -228,6 +229,13 @@ def _polyline_segments(px: np.ndarray, py: np.ndarray) -> list[str]:
 
 
 # ====================================================================== building figures
+def _run_message(run: str, message: str) -> str:
+    """"RUN: message" with the run's path said once (errors mostly start with it already)."""
+    from logsage.tune import run_message
+
+    return run_message(run, message)
+
+
 def _spec(rule: str, params: dict) -> str:
     try:
         from logsage.tune import rule_spec
@@ -751,14 +759,14 @@ def render_html(histories: Sequence[History], replay_result: Any, *, title: str 
     else:
         pf = None
     for err in replay_result.errors:
-        out.append(f'<p class="warn">{_esc(err["run"])}: {_esc(err["error"])}</p>')
+        out.append(f'<p class="warn">{_esc(_run_message(err["run"], err["error"]))}</p>')
     figures = []
     out.append(_index_table(histories, run_decisions))
     for i, h in enumerate(histories):
         ds = run_decisions[i]
         fig = run_figure(h, ds, i, colors)
         figures.append(fig)
-        out.append(_run_section(h, ds, fig, cost_by_id))
+        out.append(_run_section(h, ds, fig, cost_by_id, priced=cost.gpu_hour_cost is not None))
     out.append(f"<script>{_JS}</script></body></html>")
     return Report("".join(out), figures, pf, list(replay_result.errors))
 
@@ -785,13 +793,14 @@ def _summary_section(summary: Sequence[dict], cost_rows: Sequence[dict], pf: Par
     rows = []
     for r in summary:
         c = cost_by_key.get(params_key(r["rule"], r["params"]), {})
-        rows.append("<tr>" + f"<td>{_esc(_spec(r['rule'], r['params']))}</td>" + _td(r["n_decided"])
+        rows.append("<tr>" + f"<td>{_esc(_spec(r['rule'], r['params']))}</td>"
+                    + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
                     + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_regret"]) + _td(r["mean_fraction_saved"], "pct")
                     + _td(r["stopped_before_best_rate"], "pct") + _td(c.get("gpu_hours_saved"))
                     + (_td(c.get("money_saved"), spec=",.2f") if priced else "")
                     + f"<td>{'yes' if r.get('pareto') else ''}</td></tr>")
-    table = _table(["rule", "decided", "median regret", "mean regret", "mean regret (units)", "mean saved",
+    table = _table(["rule", "runs judged", "median regret", "mean regret", "mean regret (units)", "mean saved",
                     "before best", "GPU-h saved", *(["money saved"] if priced else []), "Pareto"], rows)
     plot = (f"<h3>Regret against compute saved</h3>{svg_pareto(pf)}"
             "<p class=\"dim\">Each point is one rule with its parameters, averaged over the runs; the joined "
@@ -810,6 +819,7 @@ def _tune_section(doc: dict) -> str:
     parts.append(f"<p><b>Use:</b> <code>--rule {_esc(rec['spec'])}</code>"
                  + (f" <span class=\"warn\">({_esc(rec['note'])})</span>" if rec.get("note") else "") + "</p>")
     ins, loo = doc["in_sample"], doc["leave_one_run_out"]
+    priced = doc["cost"].get("gpu_hour_cost") is not None
 
     def fig(block: dict | None) -> str:
         if not block or block.get("median") is None:
@@ -827,6 +837,9 @@ def _tune_section(doc: dict) -> str:
             f"<td>{_pct(loo.get('stopped_before_best_rate')) if ok else '–'}</td></tr>",
             f"<tr><td>GPU-hours saved (total)</td><td>{_esc(_fmt(ins.get('gpu_hours_saved')))}</td>"
             f"<td>{_esc(_fmt(loo.get('gpu_hours_saved'))) if ok else '–'}</td></tr>"]
+    if priced:
+        rows.append(f"<tr><td>money saved (total)</td><td>{_esc(_fmt(ins.get('money_saved'), ',.2f'))}</td>"
+                    f"<td>{_esc(_fmt(loo.get('money_saved'), ',.2f')) if ok else '–'}</td></tr>")
     parts.append(_table(["", f"in-sample ({ins['n_runs']} runs)",
                          f"leave-one-run-out ({loo['n_runs']} folds)" if ok else "leave-one-run-out"], rows, cls=""))
     if ok:
@@ -835,9 +848,11 @@ def _tune_section(doc: dict) -> str:
                      f"folds.</p>")
         frows = [f"<tr><td>{_esc(f['run'])}</td><td>{_esc(f.get('spec') or '–')}</td>"
                  + _td(f.get("regret_rel"), "pct") + _td(f.get("fraction_saved"), "pct")
-                 + f"<td>{_esc(_fmt(f.get('stopped_before_best')))}</td></tr>" for f in loo["folds"]]
+                 + f"<td>{_esc(_fmt(f.get('stopped_before_best')))}</td>" + _td(f.get("gpu_hours_saved"))
+                 + (_td(f.get("money_saved"), spec=",.2f") if priced else "") + "</tr>" for f in loo["folds"]]
         parts.append("<details><summary>per run</summary>" + _table(
-            ["run left out", "rule chosen on the others", "regret", "saved", "stopped before best"], frows)
+            ["run left out", "rule chosen on the others", "regret", "saved", "stopped before best", "GPU-h saved",
+             *(["money saved"] if priced else [])], frows)
             + "</details>")
     else:
         parts.append(f"<p class=\"warn\">{_esc(loo['reason'])}</p>")
@@ -845,15 +860,20 @@ def _tune_section(doc: dict) -> str:
     for r in doc["comparison"]:
         cls = ' class="rec"' if r["label"] == "recommended" else ""
         crow.append(f"<tr{cls}><td>{_esc(r['label'])}</td><td><code>{_esc(r['spec'])}</code></td>"
+                    + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
                     + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_fraction_saved"], "pct") + _td(r["stopped_before_best_rate"], "pct")
-                    + _td(r["gpu_hours_saved"]) + f"<td>{'yes' if r['meets_constraint'] else 'no'}</td></tr>")
+                    + _td(r["gpu_hours_saved"]) + (_td(r.get("money_saved"), spec=",.2f") if priced else "")
+                    + f"<td>{'yes' if r['meets_constraint'] else 'no'}</td></tr>")
     parts.append("<h3>Compared with common defaults (same runs, no tuning)</h3>" + _table(
-        ["", "rule", "median regret", "mean regret", "mean saved", "stopped before best", "GPU-h saved",
-         "meets constraint"], crow))
+        ["", "rule", "runs judged", "median regret", "mean regret", "mean saved", "stopped before best",
+         "GPU-h saved", *(["money saved"] if priced else []), "meets constraint"], crow))
+    from logsage.tune import partly_judged
+
+    parts.extend(f'<p class="warn">{_esc(line)}</p>' for line in partly_judged(doc["comparison"]))
     if doc.get("excluded"):
         parts.append("<h3>Runs left out</h3><ul>" + "".join(
-            f"<li>{_esc(e['run'])}: {_esc(e['reason'])}</li>" for e in doc["excluded"]) + "</ul>")
+            f"<li>{_esc(_run_message(e['run'], e['reason']))}</li>" for e in doc["excluded"]) + "</ul>")
     parts.append("</div></section>")
     return "".join(parts)
 
@@ -876,7 +896,8 @@ def _inventory_html(h: History, fig: RunFigure) -> str:
     return "<h3>Checkpoint inventory</h3><ul>" + "".join(items) + "</ul>"
 
 
-def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict[int, Any]) -> str:
+def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict[int, Any], *,
+                 priced: bool = False) -> str:
     s = h.series.get(fig.metric) if fig.metric else None
     facts = [f"format {h.format}", f"{len(s) if s is not None else 0} evaluations of {fig.metric or '–'}"]
     if h.max_steps:
@@ -885,7 +906,9 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
              f"<h2>{_esc(h.path)}</h2><p class=\"meta\">{_esc(' · '.join(facts))}</p>"]
     problems = {d.reason for d in ds if not d.decidable}
     if ds and len(problems) == 1 and not any(d.decidable for d in ds):
-        parts.append(f'<p class="warn">No rule can judge this run: {_esc(problems.pop())}</p>')
+        from logsage.tune import without_run
+
+        parts.append(f'<p class="warn">No rule can judge this run: {_esc(without_run(h.path, problems.pop()))}</p>')
     legend = "".join(f'<span data-rule="{_esc(m.label)}" title="click to hide or show">'
                      f'<i class="sw" style="background:{m.color}"></i>{_esc(m.label)}</span>' for m in fig.markers)
     parts.append(f'<div class="legend" data-plot="plot-{fig.index}">{legend}'
@@ -901,14 +924,16 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
         trend = "–" if d.trend_slope is None else f"{d.trend_slope:+.3g}/eval (p {_fmt(d.trend_p, '.2g')})"
         rows.append("<tr>" + f"<td>{_esc(_spec(d.rule, d.params))}</td>" + _td(d.stop_step)
                     + _num_td(d.selected_step, kept) + _num_td(d.regret, regret) + _td(d.fraction_saved, "pct")
-                    + _td(c.gpu_hours_saved if c else None) + f"<td>{_esc(_fmt(d.stopped_before_best))}</td>"
+                    + _td(c.gpu_hours_saved if c else None)
+                    + (_td(c.money_saved if c else None, spec=",.2f") if priced else "")
+                    + f"<td>{_esc(_fmt(d.stopped_before_best))}</td>"
                     + _num_td(d.trend_slope, trend) + _td(d.overfit_gap)
                     + f"<td class=\"reason\">{_esc(d.reason)}"
                     + (f"<br><span class=\"warn\">{_esc(d.note)}</span>" if d.note else "")
                     + "</td></tr>")
     parts.append("<h3>Decisions</h3>" + _table(
-        ["rule", "stop step", "kept step (value)", "regret (rel.)", "saved", "GPU-h saved", "before best",
-         "trend at stop", "eval−train gap", "reason"], rows))
+        ["rule", "stop step", "kept step (value)", "regret (rel.)", "saved", "GPU-h saved",
+         *(["money saved"] if priced else []), "before best", "trend at stop", "eval−train gap", "reason"], rows))
     parts.append(_inventory_html(h, fig))
     notes = [c.message for c in h.cleanups] + list(h.warnings)
     if notes:
@@ -976,7 +1001,7 @@ def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str |
         raise UsageError("no run given; pass at least one run folder or log file")
     report = build_report(histories, **kwargs)
     if errors:  # unreadable runs are named at the top of the report, not silently missing
-        note = "".join(f'<p class="warn">{_esc(e["run"])}: {_esc(e["error"])}</p>' for e in errors)
+        note = "".join(f'<p class="warn">{_esc(_run_message(e["run"], e["error"]))}</p>' for e in errors)
         report.html = report.html.replace("</header>", "</header>" + note, 1)
     written = report.write(out, png_dir=png_dir)
     return {"out": str(out), "written": written, "runs": [h.path for h in histories],

@@ -14,9 +14,11 @@ What it does, in order:
 2. **Candidates.** Every asked rule (default: every registered rule) expanded over its
    grid - the default grid in `DEFAULT_GRIDS` below, or the user's `grid` for the
    parameters it names - plus, when no rule was asked, the common defaults of
-   `COMMON_DEFAULTS`, so that the search always contains them. One `replay` call
-   scores every candidate on every run (the sweep engine makes the hf/patience grids
-   cheap).
+   `COMMON_DEFAULTS`, so that the search always contains them. The rules of
+   `USER_VALUE_RULES` (threshold, multi) need a value only the user knows and are
+   searched only when it is given; the whole search leaves them out with a note. One
+   `replay` call scores every candidate on every run (the sweep engine makes the
+   hf/patience grids cheap).
 3. **Objective** (`parse_objective`). `min-regret:min_saved=0.2` (the default):
    minimise the median relative regret over runs, subject to a mean fraction of steps
    saved of at least 0.2; ties (many candidates have a median regret of 0) go to the
@@ -36,6 +38,9 @@ What it does, in order:
    the in-sample figures are given.
 5. **Comparison** with common defaults on the same runs (their figures involve no
    tuning, so in-sample is honest for them), and cost (`logsage.cost`) per candidate.
+   A rule that cannot judge some runs (PQ on a run without a train loss) is shown with
+   its figures over the runs it can judge and says how many ("39/40 runs", `n_decided`
+   of `n_runs`, and `not_judged` with the reasons); it is never blank.
 
 Regret is relative to the run's best value in hindsight (|selected - best| / |best|),
 so runs with different metrics and scales can be pooled; a decision that stopped but
@@ -85,8 +90,26 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "pq": {"alpha": [0.5, 0.75, 1.0, 2.0]},
     # Trend (slope) rule: the window the slope is fitted over and the significance level.
     "slope": {"window": [3, 5, 8], "alpha": [0.05, 0.1]},
+    # Divergence guard: non-finite values only (ratio 0, its default), or a value 1.5, 2 or 3
+    # times worse than the best so far. Its absolute `bound` is in the metric's units: the user's.
+    "divergence": {"ratio": [0.0, 1.5, 2.0, 3.0]},
+    # Significance (an improvement must pass a paired test on per-example eval losses, which
+    # `logsage train` writes): the usual levels 0.01-0.1 with patience 1-5. Runs without
+    # per-example losses cannot be judged by it, so it is eligible only on runs that have them.
+    "significance": {"alpha": [0.01, 0.05, 0.1], "patience": [1, 2, 3, 5]},
     # No early stop: nothing to vary; it is the baseline (saves nothing, loses nothing).
     "none": {},
+}
+
+# Rules with no default grid, searched only when the user gives their values (rule name ->
+# the parameter they need): a target value in the metric's own units, or which metrics to
+# combine and how, belong to the user's runs, and no default could be right for all runs.
+# `--rule all` (and the default search) leaves them out and says so in `notes`;
+# `--rule threshold:target=0.8`, `--rule threshold --grid target=0.8,0.9` or `--rule all
+# --grid target=...` searches them. Every registered rule is in DEFAULT_GRIDS or here.
+USER_VALUE_RULES: dict[str, str] = {  # rule -> an example of the value it needs
+    "threshold": "target=0.8",
+    "multi": "metrics=eval_loss:min:0.7;eval_accuracy:max:0.3",
 }
 
 # The defaults people actually run, compared with the recommendation in one table:
@@ -324,7 +347,7 @@ def _check_runs(histories: Sequence[History], metric: str | None, mode: str | No
         try:
             obj = resolve_objective(h, metric, mode)
         except LogsageError as e:
-            excluded.append({"run": h.path, "reason": str(e)})
+            excluded.append({"run": h.path, "reason": without_run(h.path, str(e))})
             continue
         s = h.series[obj.metric]
         n_finite = int(np.isfinite(s.values).sum())
@@ -344,23 +367,23 @@ def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None
     from logsage.rules.base import get_rule, list_rules, parse_rule_spec
     from logsage.scoring import params_key
 
-    specs: list[tuple[str, dict]] = []
+    specs: list[tuple[str, dict, bool]] = []  # (rule, given parameters, brought in by `all`)
     for spec in (rules or ["all"]):
         name, given = (spec[0], dict(spec[1])) if isinstance(spec, tuple) else parse_rule_spec(str(spec))
         if name == "all":
             if given:
                 raise RuleConfigError(f"'all' takes no parameters (got {spec!r}); use --grid to vary parameters")
-            specs.extend((info.name, {}) for info in list_rules())
+            specs.extend((info.name, {}, True) for info in list_rules())
         else:
             get_rule(name)  # unknown names fail here, before any work
-            specs.append((name, given))
+            specs.append((name, given, False))
     user_grid = {k: list(v) for k, v in (grid or {}).items()}
     for key, vals in user_grid.items():
         if not vals:
             raise RuleConfigError(f"grid parameter {key!r} has no values; write e.g. --grid {key}=1,2,3")
-        if not any(_has_param(get_rule(n), key) for n, _ in specs):
+        if not any(_has_param(get_rule(n), key) for n, _, _ in specs):
             raise RuleConfigError(f"grid parameter {key!r} is not a parameter of "
-                                  f"{', '.join(sorted({n for n, _ in specs}))}; see `logsage rules`")
+                                  f"{', '.join(sorted({n for n, _, _ in specs}))}; see `logsage rules`")
     pairs: list[tuple[str, dict]] = []
     seen: set[str] = set()
 
@@ -371,8 +394,19 @@ def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None
                 seen.add(key)
                 pairs.append((info.name, params))
 
-    for name, given in specs:
+    for name, given, from_all in specs:
         info = get_rule(name)
+        example = USER_VALUE_RULES.get(name)
+        needed = example.partition("=")[0] if example else None
+        if needed is not None and needed not in {info.aliases.get(k, k) for k in (*given, *user_grid)}:
+            if not from_all:
+                raise RuleConfigError(f"rule {name} needs {needed}=... to be tuned (no default fits every run); give "
+                                      f"it, e.g. --rule {name}:{example}, or search values with --grid {needed}=...")
+            note = (f"rule {name} not searched: it needs {needed}=..., a value of your own (no default fits "
+                    f"every run); give it, e.g. --rule {name}:{example}, or search values with --grid {needed}=...")
+            if note not in notes:
+                notes.append(note)
+            continue
         if user_grid:
             g = {k: v for k, v in user_grid.items() if _has_param(info, k)}
         else:
@@ -380,7 +414,7 @@ def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None
             g = {k: v for k, v in DEFAULT_GRIDS.get(name, {}).items()
                  if _has_param(info, k) and info.aliases.get(k, k) not in given_names}
         add(name, given, g)
-    if rules is None or any(n == "all" for n in (s if isinstance(s, str) else s[0] for s in rules)):
+    if any(from_all for _, _, from_all in specs):
         # the whole search: make sure the common defaults are among the candidates
         for name, params in _default_pairs(notes):
             add(name, params, {})
@@ -491,7 +525,7 @@ def tune(histories: Sequence[History], *, rules: Sequence[str | tuple[str, Mappi
                                       f"({_constraint_text(obj, st, best)})")
         in_sample = _figures(best, all_cols, m, by_candidate)
     loo = _leave_one_out(obj, m, pairs, by_candidate, best, n_candidates) if len(included) >= 3 else empty_loo
-    comparison = _comparison(pairs, best, m, st, obj)
+    comparison = _comparison(pairs, best, m, st, obj, by_candidate)
     return TuneResult(obj, metric_used, mode_used, recommendation, in_sample, loo, comparison, candidates,
                       excluded, runs, cost, notes, replay_result=result, histories=list(included))
 
@@ -508,12 +542,54 @@ def tune_paths(paths: Sequence[str], *, format: str | None = None, use_cache: bo
     parse_objective(kwargs.get("objective"))
     _candidate_pairs(kwargs.get("rules"), kwargs.get("grid"), [])
     histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
-    unreadable = [{"run": e["run"], "reason": e["error"]} for e in errors]
+    unreadable = [{"run": e["run"], "reason": without_run(e["run"], e["error"])} for e in errors]
     result = tune(histories, **kwargs)
     if unreadable:
         order = {str(p): i for i, p in enumerate(paths)}
         result.excluded = sorted(result.excluded + unreadable, key=lambda e: order.get(e["run"], len(order)))
     return result
+
+
+def without_run(run: str, message: str) -> str:
+    """`message` without its mention of the run's path, for a line that names the run already:
+    a leading "RUN: " (most errors start so) or a later " in RUN" ("metric 'x' not found in RUN")."""
+    run = str(run)
+    if message.startswith(run + ": "):
+        return message[len(run) + 2:]
+    for mention in (f" in {run}", f" in '{run}'"):
+        at = message.find(mention)
+        if at >= 0 and message[at + len(mention):at + len(mention) + 1] in ("", ";", ",", ":", ")", " ", "\n"):
+            return message[:at] + message[at + len(mention):]
+    return message
+
+
+def run_message(run: str, message: str) -> str:
+    """"RUN: message" with the run's path said once (see `without_run`); a message that still
+    names the run ("...; RUN logs none") is given alone."""
+    rest = without_run(run, message)
+    return rest if str(run) in rest else f"{run}: {rest}"
+
+
+def judged_text(row: Mapping[str, Any]) -> str:
+    """"39/40 runs": how many runs a comparison or candidate row's figures are over."""
+    return f"{row['n_decided']}/{row['n_runs']} runs"
+
+
+def partly_judged(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per comparison row whose rule could not judge every run: over how many runs its
+    figures are, and which runs it left out and why (never a silent blank row)."""
+    out = []
+    for row in rows:
+        if row["n_decided"] == row["n_runs"]:
+            continue
+        missing = row.get("not_judged") or []
+        why = "; ".join(run_message(m["run"], m["reason"]) for m in missing[:3])
+        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        name = f"{row['label'].split(' (')[0]} ({row['spec']})"
+        head = (f"{name} could judge none of the runs" if row["n_decided"] == 0 else
+                f"{name}: figures over the {judged_text(row)} it can judge")
+        out.append(f"{head}; not judged: {why}{more}")
+    return out
 
 
 def rule_spec(name: str, params: dict) -> str:
@@ -535,13 +611,27 @@ def _constraint_text(obj: Objective, st: dict[str, np.ndarray], c: int) -> str:
     return f"median relative regret {st['median_regret_rel'][c]:.3g} > {obj.max_regret:g}"
 
 
+def _judged(values: np.ndarray, decided: np.ndarray) -> np.ndarray:
+    """The values of the runs a candidate could judge (and that have a number)."""
+    v = values[decided]
+    return v[~np.isnan(v)]
+
+
 def _candidate_row(name: str, params: dict, m: _Matrix, st: dict[str, np.ndarray], c: int) -> dict[str, Any]:
+    """A candidate's figures over the runs it can judge: `n_decided` of `n_runs` says how many (a rule
+    that needs an input some runs lack is scored on the others, never shown blank)."""
     before = m.before[c][~np.isnan(m.before[c])]
+    rel = _judged(m.regret_rel[c], m.decided[c])
+    sav = _judged(m.saved[c], m.decided[c])
+
+    def stat(f: Any, v: np.ndarray) -> float | None:
+        return float(f(v)) if v.size else None
+
     return {
         "rule": name, "params": params, "spec": rule_spec(name, params), "eligible": bool(st["eligible"][c]),
         "n_decided": int(m.decided[c].sum()), "n_runs": int(m.decided.shape[1]),
-        "median_regret_rel": float(st["median_regret_rel"][c]), "mean_regret_rel": float(st["mean_regret_rel"][c]),
-        "median_fraction_saved": float(st["median_saved"][c]), "mean_fraction_saved": float(st["mean_saved"][c]),
+        "median_regret_rel": stat(np.median, rel), "mean_regret_rel": stat(np.mean, rel),
+        "median_fraction_saved": stat(np.median, sav), "mean_fraction_saved": stat(np.mean, sav),
         "stopped_before_best_rate": float(before.mean()) if before.size else None,
         "hours_saved": _sum_known(m.hours[c]), "gpu_hours_saved": _sum_known(m.gpu_hours[c]),
         "money_saved": _sum_known(m.money[c]), "n_priced": int((~np.isnan(m.hours[c])).sum()),
@@ -623,8 +713,9 @@ def _leave_one_out(obj: Objective, m: _Matrix, pairs: list[tuple[str, dict]], by
 
 
 def _comparison(pairs: list[tuple[str, dict]], best: int | None, m: _Matrix, st: dict[str, np.ndarray],
-                obj: Objective) -> list[dict[str, Any]]:
-    """The recommendation and the common defaults, side by side on the same runs."""
+                obj: Objective, by_candidate: list[list[Any]]) -> list[dict[str, Any]]:
+    """The recommendation and the common defaults, side by side on the same runs; a rule that cannot
+    judge some runs is scored on the others, and `not_judged` names those runs and why."""
     from logsage.replay import expand_rules
     from logsage.scoring import params_key
 
@@ -640,6 +731,7 @@ def _comparison(pairs: list[tuple[str, dict]], best: int | None, m: _Matrix, st:
         row = _candidate_row(pairs[c][0], pairs[c][1], m, st, c)
         row["label"] = label
         row["meets_constraint"] = _meets(obj, st, c)
+        row["not_judged"] = [{"run": d.run, "reason": d.reason} for d in by_candidate[c] if not d.decidable]
         out.append(row)
     return out
 
@@ -653,4 +745,5 @@ def _meets(obj: Objective, st: dict[str, np.ndarray], c: int) -> bool:
 
 
 __all__ = ["COMMON_DEFAULTS", "DEFAULT_GRIDS", "DEFAULT_OBJECTIVE", "MIN_EVALS", "Objective", "TuneResult",
-           "parse_objective", "rule_spec", "tune", "tune_paths"]
+           "USER_VALUE_RULES", "judged_text", "parse_objective", "partly_judged", "rule_spec", "run_message", "tune",
+           "tune_paths", "without_run"]

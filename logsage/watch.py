@@ -16,16 +16,25 @@ Reading only what was appended:
 * CSV logs keep their offset and header; a changed header (Lightning's CSVLogger
   rewrites the file when a new metric appears) or a shorter file means a rewrite, and
   the file is read again from the start;
-* TensorBoard event files keep their offset; only complete new records are read from
-  disk, and the records held in memory are scanned again (a TF2 writer puts a tag's
-  metadata on its first value only, so a chunk alone may not say which tags are scalars);
-* files that are rewritten as a whole (`trainer_state.json`, model cards) are read
-  again when their size or modification time changes.
+* TensorBoard event files keep their offset; only complete new records are scanned,
+  once. The scan keeps no state between calls, and a TF2 writer puts a tag's metadata
+  (which plugin owns it) on its first value only, so each chunk is scanned behind a
+  small synthetic record that names every tag already known to be a scalar (its one
+  point is dropped): the tags' state carries over without rescanning old records;
+* `trainer_state.json` files are rewritten as a whole, and each holds the whole history
+  up to its step: a plain HF script writes a new `checkpoint-N/trainer_state.json` at
+  every save, so only the newest that changed (the largest N, or the run root's file)
+  is read, never all of them again; other rewritten files (model cards) are read again
+  when their size or modification time changes.
 
 In a run folder new files (a new event file after a restart, checkpoint folders) are
-picked up at each poll, and the checkpoint inventory is refreshed when an evaluation
-arrives, so "best checkpoint-N" names a folder that is on disk and whole at that
-moment (a save that lands just after its evaluation is seen at the next one).
+picked up at each poll (a checkpoint folder whose trainer_state.json was found is not
+listed again), and the checkpoint inventory is refreshed when an evaluation arrives:
+new checkpoint folders are judged, folders that disappeared are dropped, and a
+checkpoint judged before is judged again only when its folder changed (or it was not
+whole: it may still be being written), so "best checkpoint-N" names a folder that is
+on disk and whole at that moment (a save that lands just after its evaluation is seen
+at the next one) without reading every checkpoint's header at every evaluation.
 
 The advice is computed by `logsage.replay.replay` on the history cut at each new
 evaluation - the same path as an offline replay, so the evaluation at which watch
@@ -154,6 +163,77 @@ class _Rewritten(_Follower):
         return self._result
 
 
+class _NewestState(_Rewritten):
+    """The trainer_state.json files of one run (the root's and each checkpoint-N's).
+
+    Each holds the whole history up to its step, so when files change only the newest
+    is read: the changed checkpoint file with the largest N (older ones that changed with
+    it are superseded) and the run root's file, whose step is known only by reading it.
+    Of what was read, the file with the longest history wins, as in the offline reader
+    (largest global_step, then most points, the root's file on a tie).
+    """
+
+    def __init__(self, reader: Any, paths: list[Path]):
+        super().__init__(reader, paths)
+        self._seen: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime) when read or superseded
+        self._rank: tuple | None = None
+        self._path: Path | None = None
+        self.n_reads = 0  # files read so far (what "reading only the newest" is checked by)
+
+    def refresh(self) -> bool:
+        changed = []
+        for p in self.paths:
+            try:
+                st = p.stat()
+            except OSError:
+                continue  # removed (save_total_limit) or not there yet
+            sig = (st.st_size, st.st_mtime_ns)
+            if self._seen.get(p) != sig:
+                changed.append((p, sig))
+        if not changed:
+            return False
+        ckpts = sorted(((_ckpt_step(p), p, sig) for p, sig in changed if _ckpt_step(p) is not None),
+                       key=lambda t: t[0], reverse=True)
+        others = [(p, sig) for p, sig in changed if _ckpt_step(p) is None]
+        updated = False
+        # The newest checkpoint file first; if it cannot be read yet (caught mid-write), the
+        # next newest, so a run is never blind; files older than the one read are superseded.
+        for k, (_, p, sig) in enumerate(ckpts):
+            if self._read(p, sig):
+                updated = True
+                for _, q, qsig in ckpts[k + 1:]:
+                    self._seen[q] = qsig
+                break
+            if self._result is not None:
+                break  # keep what was read before; the newest is tried again at the next poll
+        for p, sig in others:
+            updated |= self._read(p, sig)
+        return updated
+
+    def _read(self, p: Path, sig: tuple[int, int]) -> bool:
+        """Read one file; keep its result if it holds the longest history so far."""
+        try:
+            res = self.reader.read([p], ctx=_ctx())
+        except (IngestError, ValueError):  # caught mid-write: try again at the next poll
+            return False
+        finally:
+            self.n_reads += 1
+        self._seen[p] = sig
+        step = res.meta.get("global_step")
+        rank = (int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else 0,
+                sum(len(x) for x in res.series), _ckpt_step(p) is None)
+        if self._result is None or p == self._path or rank > self._rank:
+            self._result, self._rank, self._path = res, rank, p
+            return True
+        return False
+
+
+def _ckpt_step(p: Path) -> int | None:
+    """N for a checkpoint-N/trainer_state.json, None for any other file."""
+    name = p.parent.name
+    return int(name[len("checkpoint-"):]) if _is_checkpoint_dir(name) else None
+
+
 class _Appended(_Follower):
     """An append-only file read from its last offset; complete units go through the format's reader."""
 
@@ -164,7 +244,7 @@ class _Appended(_Follower):
         self.offset = 0
         self.pending = b""
         self.header: bytes | None = None
-        self.records = bytearray()  # tfrecord: every complete record so far
+        self.scalar_tags: list[str] = []  # tfrecord: tags known to hold scalars, in order of appearance
         self.points: dict[str, _Points] = {}
         self.meta: dict[str, Any] = {}
         self.summary: dict[str, float] = {}
@@ -177,7 +257,7 @@ class _Appended(_Follower):
 
     def _reset(self) -> None:
         self.offset, self.pending, self.header = 0, b"", None
-        self.records = bytearray()
+        self.scalar_tags = []
         self.points, self.meta, self.summary = {}, {}, {}
 
     def refresh(self) -> bool:
@@ -204,8 +284,7 @@ class _Appended(_Follower):
             self.pending = buf[complete:]
             if complete == 0:
                 return False
-            self.records += buf[:complete]
-            self._scan_records()
+            self._scan_records(buf[:complete])
             return True
         cut = buf.rfind(b"\n") + 1
         self.pending = buf[cut:]
@@ -240,20 +319,29 @@ class _Appended(_Follower):
         self.meta.update(res.meta)
         self.summary.update(res.summary)
 
-    def _scan_records(self) -> None:
+    def _scan_records(self, chunk: bytes) -> None:
+        """Scan complete new records once, behind a preamble that carries the tags' plugin state."""
         from logsage.ingest._tfrecord import scan_bytes
 
         from logsage.names import canonical_name, kind_of
 
-        scan = scan_bytes(np.frombuffer(bytes(self.records), dtype=np.uint8))
-        self.points = {}
+        pre = _scalars_preamble(self.scalar_tags)
+        scan = scan_bytes(np.frombuffer(pre + chunk, dtype=np.uint8))
+        skip = len(self.scalar_tags) if pre else 0  # the preamble's points come first, one per tag
+        steps, values, walls, ids = scan.steps[skip:], scan.values[skip:], scan.wall_times[skip:], scan.tag_ids[skip:]
         for i, tag in enumerate(scan.tags):
-            sel = scan.tag_ids == i
+            sel = ids == i
             if not sel.any():
                 continue
-            steps = scan.steps[sel]
-            self.points[tag] = _Points(steps.tolist(), scan.values[sel].tolist(), scan.wall_times[sel].tolist(),
-                                       kind=kind_of(canonical_name(tag)), last_step=int(steps.max()))
+            acc = self.points.get(tag)
+            if acc is None:
+                acc = self.points[tag] = _Points(kind=kind_of(canonical_name(tag)))
+                self.scalar_tags.append(tag)
+            tag_steps = steps[sel]
+            acc.steps.extend(tag_steps.tolist())
+            acc.values.extend(values[sel].tolist())
+            acc.walls.extend(walls[sel].tolist())
+            acc.last_step = max(acc.last_step, int(tag_steps.max()))
 
     def progress(self, kinds: tuple[str, ...] = ("eval",)) -> tuple[tuple[tuple[str, int], ...], int, Any]:
         # From the accumulated lists: no Series is built until an evaluation arrives.
@@ -280,6 +368,56 @@ class _Appended(_Follower):
                           summary=dict(self.summary), precision=self.reader.PRECISION)
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+_CRC_TABLE: list[int] | None = None
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC32C (for the few bytes of a preamble record; the kernel checks it)."""
+    global _CRC_TABLE
+    if _CRC_TABLE is None:
+        from logsage.ingest._tfrecord import crc32c_tables
+
+        _CRC_TABLE = [int(v) for v in crc32c_tables()[0]]
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _scalars_preamble(tags: list[str]) -> bytes:
+    """One TFRecord whose Event holds, for every tag, a float tensor value with the scalars
+    plugin's metadata: scanned before a chunk, it tells the kernel that these tags are
+    scalars (a TF2 writer says so on a tag's first value only). Its points are the scan's
+    first len(tags), one per tag, and are dropped."""
+    if not tags:
+        return b""
+    plugin = _field(9, _field(1, _field(1, b"scalars")))  # metadata.plugin_data.plugin_name
+    tensor = _field(8, b"\x08\x01" + _field(5, b"\x00\x00\x00\x00"))  # dtype DT_FLOAT, float_val [0.0]
+    values = b"".join(_field(1, _field(1, t.encode("utf-8")) + plugin + tensor) for t in tags)
+    event = b"\x09" + b"\x00" * 8 + b"\x10\x00" + _field(5, values)  # wall_time 0.0, step 0, summary
+    head = len(event).to_bytes(8, "little")
+    return (head + _masked_crc32c(head).to_bytes(4, "little") + event
+            + _masked_crc32c(event).to_bytes(4, "little"))
+
+
 def _complete_records(buf: bytes) -> int:
     """Bytes of `buf` that form whole TFRecords (8-byte length, 4-byte CRC, data, 4-byte CRC)."""
     pos = 0
@@ -290,6 +428,48 @@ def _complete_records(buf: bytes) -> int:
             break
         pos = end
     return pos
+
+
+class _Inventory:
+    """The checkpoint inventory of a run folder (`logsage.ingest.checkpoints.inventory`), kept
+    up to date: a checkpoint is judged again only when its folder changed or it was not
+    whole (it may still be being written); new folders are judged, removed ones dropped."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._known: dict[str, tuple[int, Any]] = {}  # folder name -> (folder mtime, Checkpoint)
+        self.n_inspected = 0  # checkpoint folders judged so far
+
+    def refresh(self) -> list[Any]:
+        from logsage.ingest import checkpoints
+
+        found: list[tuple[int, str, int]] = []
+        try:
+            with os.scandir(self.root) as entries:
+                for e in entries:
+                    if _is_checkpoint_dir(e.name) and e.is_dir():
+                        try:
+                            mtime = e.stat().st_mtime_ns
+                        except OSError:
+                            continue
+                        found.append((int(e.name[len("checkpoint-"):]), e.name, mtime))
+        except OSError:
+            return []
+        found.sort()
+        known: dict[str, tuple[int, Any]] = {}
+        for step, name, mtime in found:
+            held = self._known.get(name)
+            if held is None or held[0] != mtime or not held[1].whole:
+                # Paths are reported under the folder as the user gave it, as the offline inventory does.
+                held = (mtime, checkpoints.inspect_checkpoint(self.root / name, step))
+                self.n_inspected += 1
+            known[name] = held
+        self._known = known
+        return [c for _, c in known.values()]
+
+
+def _is_checkpoint_dir(name: str) -> bool:
+    return name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit()
 
 
 # ====================================================================== the watcher
@@ -320,6 +500,8 @@ class Watcher:
         self.followers: list[_Follower] = []
         self.groups: dict[str, _Rewritten] = {}  # format -> the follower that reads all its files together
         self.known: set[str] = set()
+        self._listed_checkpoints: set[str] = set()  # checkpoint-N folders whose trainer_state.json is followed
+        self.inventory = _Inventory(self.root)
         self.n_seen = 0  # evaluations already advised on
         self.history: History | None = None
         self.finished = False  # the run reached its step budget
@@ -333,7 +515,7 @@ class Watcher:
 
     # ------------------------------------------------------------------ files
     def _discover(self) -> None:
-        from logsage.ingest import _KNOWN_NON_LOGS, _NOT_LOG_SUFFIXES, _SUMMARY_FILES, _readers, _reader_for, _walk
+        from logsage.ingest import _KNOWN_NON_LOGS, _NOT_LOG_SUFFIXES, _SUMMARY_FILES, _readers, _reader_for
 
         readers = _readers()
         if self.format is not None:
@@ -345,7 +527,7 @@ class Watcher:
         if self.root.is_file():
             files = [self.root]
         elif self.root.is_dir():
-            files = [f for f in _walk(self.root) if f.name not in _SUMMARY_FILES and f.name != "logsage_run.json"]
+            files = [f for f in self._walk() if f.name not in _SUMMARY_FILES and f.name != "logsage_run.json"]
         else:
             return  # not there yet: training has not written it
         for f in files:
@@ -361,11 +543,30 @@ class Watcher:
             if r.FORMAT in _LINE_FORMATS | _CSV_FORMATS | _RECORD_FORMATS:
                 kind = "lines" if r.FORMAT in _LINE_FORMATS else "csv" if r.FORMAT in _CSV_FORMATS else "records"
                 self.followers.append(_Appended(r, f, kind))
-            elif r.FORMAT in self.groups:  # e.g. a new checkpoint-N/trainer_state.json: the group reads it too
+            elif r.FORMAT in self.groups:  # e.g. a new checkpoint-N/trainer_state.json: the group follows it too
                 self.groups[r.FORMAT].paths.append(f)
             else:
-                self.groups[r.FORMAT] = _Rewritten(r, [f])
+                self.groups[r.FORMAT] = (_NewestState if r.FORMAT == "trainer-state" else _Rewritten)(r, [f])
                 self.followers.append(self.groups[r.FORMAT])
+
+    def _walk(self) -> Iterator[Path]:
+        """The run folder's files as `logsage.ingest._walk` lists them (sorted; a checkpoint-N/
+        folder gives only its trainer_state.json), except that a checkpoint folder whose
+        trainer_state.json was found is not listed again: the cost of a poll does not grow
+        with the number of checkpoints."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            here = Path(dirpath)
+            parts = here.relative_to(self.root).parts
+            if parts and _is_checkpoint_dir(parts[0]):
+                dirnames[:] = []
+                if len(parts) == 1 and "trainer_state.json" in filenames:
+                    self._listed_checkpoints.add(parts[0])
+                    yield here / "trainer_state.json"
+                continue
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__"
+                                 and not (not parts and d in self._listed_checkpoints))
+            for fn in sorted(filenames):
+                yield here / fn
 
     def close(self) -> None:
         for f in self.followers:
@@ -382,9 +583,7 @@ class Watcher:
         h = History(path=self.path, format="")
         _merge(h, results)
         if self.root.is_dir():
-            from logsage.ingest.checkpoints import inventory
-
-            h.checkpoints = inventory(self.root)
+            h.checkpoints = self.inventory.refresh()
         return h
 
     # ------------------------------------------------------------------ advice

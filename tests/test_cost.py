@@ -129,3 +129,25 @@ def test_tune_cli_reports_gpu_hours_and_money_consistently():
         assert row["n_priced"] == 3
         assert row["money_saved"] == pytest.approx(row["gpu_hours_saved"] * 3)
         assert row["gpu_hours_saved"] == pytest.approx(row["hours_saved"] * 2)
+
+
+def test_tune_terminal_per_run_table_has_gpu_hours_and_money():
+    """The leave-one-run-out table of `logsage tune` (terminal) shows each left-out run's GPU-hours
+    and money saved, the same figures as the JSON's folds."""
+    from logsage.cli import cli
+
+    runs = [str(REAL / "tfevents" / n) for n in ("lightning-seq2seq-translit-v15", "lightning-seq2seq-translit-v13",
+                                                 "lightning-seq2seq-translit-v10")]
+    args = ["tune", *runs, "--rule", "hf", "--gpus", "8", "--gpu-hour-cost", "2.5"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    folds = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)["leave_one_run_out"]["folds"]
+    lines = res.stdout.splitlines()
+    start = lines.index("Leave-one-run-out, per run")
+    header = [c.strip() for c in lines[start + 1].split("┃")]
+    g, m = header.index("GPU-h saved"), header.index("money saved")
+    table = [[c.strip() for c in ln.split("│")] for ln in lines[start + 3:start + 3 + len(folds)]]
+    for row, fold in zip(table, folds):
+        assert fold["money_saved"] == pytest.approx(fold["gpu_hours_saved"] * 2.5)
+        assert row[g] == f"{fold['gpu_hours_saved']:.4g}" and row[m] == f"{fold['money_saved']:,.2f}", row
+    assert any(f["money_saved"] > 0 for f in folds)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from logsage.cli import cli
+from logsage.cost import CostModel, costs
 from logsage.history import Checkpoint, History, Series
 from logsage.report import _decimate, build_report, referenced_urls
 
@@ -124,15 +128,30 @@ def test_decimation_keeps_every_spike():
     assert np.all(np.diff(dx) >= 0)
 
 
-def test_hundreds_of_evaluations_and_fifty_runs_render():
-    big = _run("runs/long", 5, n=600)
-    report = build_report([big], rules=RULES)
-    assert _parse(report.html).runs == ["runs/long"]
-    # 60,000 train points are drawn at pixel resolution: the page stays small.
-    assert len(report.html) < 400_000
-    many = [_run(f"runs/r{i:02d}", i, n=40) for i in range(50)]
-    report = build_report(many, rules=RULES)
-    assert len(_parse(report.html).runs) == 50
+# A guard, not a benchmark (benchmarks/bench_report.py measures; these take about 0.1-0.6 s there):
+# the issue's bound, 5 s, is checked with a wide margin so that only a real slowdown fails it.
+# LOGSAGE_SKIP_TIMING_GUARDS=1 skips it on a machine too loaded to time anything.
+TIMING_GUARD_S = 5.0
+timing_guard = pytest.mark.skipif(os.environ.get("LOGSAGE_SKIP_TIMING_GUARDS") == "1",
+                                  reason="timing guard (not a benchmark) skipped by LOGSAGE_SKIP_TIMING_GUARDS=1")
+
+
+@timing_guard
+@pytest.mark.parametrize("case", ["one run, 600 evaluations", "50 runs"])
+def test_timing_guard_report_renders_under_5s(case):
+    """The issue: the HTML report (without --png) renders for a run with hundreds of evaluations and
+    for 50 runs at once in under 5 s. build_report = replay through the default rules + render."""
+    if case == "50 runs":
+        runs = [_run(f"runs/r{i:02d}", i, n=40) for i in range(50)]
+    else:
+        runs = [_run("runs/long", 5, n=600)]
+    t0 = time.perf_counter()
+    report = build_report(runs)
+    elapsed = time.perf_counter() - t0
+    assert _parse(report.html).runs == [h.path for h in runs]
+    if len(runs) == 1:
+        assert len(report.html) < 400_000  # 60,000 train points drawn at pixel resolution: the page stays small
+    assert elapsed < TIMING_GUARD_S, f"build_report took {elapsed:.2f} s for {case} (guard: {TIMING_GUARD_S} s)"
 
 
 def test_tune_section_and_pngs(tmp_path):
@@ -197,3 +216,82 @@ def test_report_in_headless_chromium(tmp_path):
     res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
     assert res.returncode == 0, res.stderr[-2000:]
     assert shot.stat().st_size > 0 and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------- cost columns, partly judged rules, messages
+def _table_after(html_text: str, heading: str) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """(headers, rows of (data-v or "", text) cells) of the first table after `heading`."""
+    chunk = html_text[html_text.index(heading):]
+    chunk = chunk[:chunk.index("</table>")]
+    headers = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", chunk)]
+    rows = []
+    for tr in re.findall(r"<tr>(.*?)</tr>", chunk.split("</thead>", 1)[1]):
+        rows.append([(m.group(2) or "", re.sub(r"<[^>]+>", "", m.group(3)))
+                     for m in re.finditer(r'<td( class="[^"]*" data-v="([^"]*)")?[^>]*>(.*?)</td>', tr)])
+    return headers, rows
+
+
+def test_decisions_table_has_gpu_hours_and_money_per_run():
+    """--gpus 8 --gpu-hour-cost 2.5: each decision's money saved, next to its GPU-hours."""
+    runs = [_run("runs/a", 0, n=30), _run("runs/b", 1, n=30)]
+    model = CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10.0)
+    report = build_report(runs, rules=RULES, cost=model)
+    from logsage.replay import replay
+
+    expected = costs(replay(runs, RULES).decisions, runs, model)
+    for i, h in enumerate(runs):
+        section = report.html[report.html.index(f'id="run-{i}"'):]
+        headers, rows = _table_after(section, "<h3>Decisions</h3>")
+        g, m = headers.index("GPU-h saved"), headers.index("money saved")
+        assert m == g + 1
+        for row, c in zip(rows, expected[i * len(RULES):(i + 1) * len(RULES)]):
+            assert float(row[g][0]) == pytest.approx(c.gpu_hours_saved)
+            assert float(row[m][0]) == pytest.approx(c.gpu_hours_saved * 2.5) == pytest.approx(c.money_saved)
+            assert row[m][1] == f"{c.money_saved:,.2f}"
+        assert any(float(r[m][0]) > 0 for r in rows)
+    # Without a price there is no money column (not a column of blanks).
+    plain = build_report(runs[:1], rules=RULES, cost=CostModel(run_hours=10.0))
+    assert "money saved" not in _table_after(plain.html, "<h3>Decisions</h3>")[0]
+
+
+def test_tune_section_per_run_validation_has_gpu_hours_and_money():
+    runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
+    report = build_report(runs, rules=RULES, with_tune=True, cost=CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10))
+    headers, rows = _table_after(report.html, "<details><summary>per run</summary>")
+    g, m = headers.index("GPU-h saved"), headers.index("money saved")
+    assert len(rows) == 4
+    for row in rows:
+        assert float(row[m][0]) == pytest.approx(2.5 * float(row[g][0]))
+
+
+def test_partly_judged_rules_say_over_how_many_runs():
+    runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
+    del runs[0].series["loss"]  # PQ and UP's train-progress need it
+    report = build_report(runs, rules=["pq", "hf"], with_tune=True)
+    headers, rows = _table_after(report.html, "Compared with common defaults")
+    pq = next(r for r in rows if r[0][1] == "Prechelt PQ (defaults)")
+    col = headers.index("runs judged")
+    assert pq[col][1] == "3/4"
+    assert all(pq[k][0] != "" for k in range(col + 1, col + 4))  # medians and means over the 3 runs, not blank
+    assert "figures over the 3/4 runs it can judge; not judged: pq needs a training-loss series" in report.html
+    headers, rows = _table_after(report.html, "<h2>Summary over runs</h2>")
+    assert next(r for r in rows if r[0][1] == "pq")[headers.index("runs judged")][1] == "3/4"
+
+
+def test_an_unusable_run_is_named_once(tmp_path):
+    train_only = tmp_path / "train-only"
+    train_only.mkdir()
+    (train_only / "trainer_log.jsonl").write_text('{"loss": 1.0, "current_steps": 1}\n')
+    missing = str(tmp_path / "nope")
+    out = tmp_path / "r.html"
+    good = str(REAL / "tfevents" / "lightning-seq2seq-translit-v15")
+    res = CliRunner().invoke(cli, ["report", str(train_only), missing, good, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 2
+    for ln, path in zip(sorted(lines), sorted([str(train_only), missing])):
+        assert ln.startswith(f"warning: {path}: ") and ln.count(path) == 1, ln
+    text = out.read_text()
+    for warn in re.findall(r'<p class="warn">(.*?)</p>', text):
+        for path in (str(train_only), missing):
+            assert html.unescape(warn).count(path) <= 1, warn

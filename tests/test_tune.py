@@ -240,3 +240,107 @@ def test_cli_with_no_usable_run_exits_1_and_says_why(tmp_path):
     doc = json.loads(res.stdout)
     assert doc["recommendation"] is None and doc["excluded"][0]["run"] == run
     assert "no usable run" in " ".join(doc["notes"])
+
+
+# ---------------------------------------------------------------------- default grids and their exclusions
+def test_every_rule_has_a_default_grid_or_a_documented_exclusion():
+    """A registered rule is searched by default over its DEFAULT_GRIDS entry, or is one of the
+    USER_VALUE_RULES, which need the user's own value, are documented in `logsage tune --help`,
+    and are left out of the whole search with a note (never silently)."""
+    from logsage.rules.base import list_rules
+    from logsage.tune import USER_VALUE_RULES
+
+    names = {info.name for info in list_rules()}
+    assert names - set(DEFAULT_GRIDS) - set(USER_VALUE_RULES) == set()
+    assert set(DEFAULT_GRIDS) & set(USER_VALUE_RULES) == set()
+    assert set(USER_VALUE_RULES) <= names
+    res = CliRunner().invoke(cli, ["tune", "--help"], terminal_width=400)
+    help_text = " ".join(res.output.split())
+    for rule, example in USER_VALUE_RULES.items():
+        param = example.partition("=")[0]
+        assert param in {p.name for p in get_rule(rule).params}
+        assert f"{rule}:{param}=" in help_text, (rule, help_text)
+    result = tune(SYNTHETIC)
+    searched = {c["rule"] for c in result.candidates}
+    assert searched == set(DEFAULT_GRIDS)
+    for rule in USER_VALUE_RULES:
+        assert any(n.startswith(f"rule {rule} not searched: it needs") for n in result.notes), result.notes
+
+
+def test_rules_that_need_the_users_value_are_searched_when_it_is_given():
+    result = tune(SYNTHETIC, rules=["all"], grid={"target": ["0.85", "1.1"]})
+    assert [c["spec"] for c in result.candidates if c["rule"] == "threshold"] == \
+        ["threshold:target=0.85", "threshold:target=1.1"]
+    assert not any("threshold" in n for n in result.notes)
+    result = tune(SYNTHETIC, rules=["threshold:target=0.85", "hf"])
+    assert any(c["rule"] == "threshold" and c["eligible"] for c in result.candidates)
+    with pytest.raises(RuleConfigError, match="threshold needs target"):
+        tune(SYNTHETIC, rules=["threshold"])
+    res = CliRunner().invoke(cli, ["tune", str(REAL / "tfevents" / "lightning-seq2seq-translit-v15"),
+                                   "--rule", "multi"])
+    assert res.exit_code == 2 and "multi needs metrics" in res.stderr
+
+
+def test_default_grids_of_divergence_and_significance():
+    result = tune(SYNTHETIC, rules=["divergence", "significance"])
+    specs = [c["spec"] for c in result.candidates]
+    assert specs[:4] == ["divergence", "divergence:ratio=1.5", "divergence:ratio=2", "divergence:ratio=3"]
+    assert len([s for s in specs if s.startswith("significance")]) == 12
+    # No per-example losses in these runs: significance cannot judge them, and says so.
+    sig = next(c for c in result.candidates if c["rule"] == "significance")
+    assert sig["n_decided"] == 0 and not sig["eligible"] and sig["median_regret_rel"] is None
+
+
+# ---------------------------------------------------------------------- a rule that cannot judge every run
+def _without_train_loss() -> list[History]:
+    """The synthetic runs with a train loss, except the first (PQ needs one)."""
+    runs = []
+    for i, h in enumerate(SYNTHETIC):
+        c = History(path=h.path, format=h.format, meta=dict(h.meta))
+        c.series["eval_loss"] = h.series["eval_loss"]
+        if i:
+            steps = np.arange(10, int(h.series["eval_loss"].steps[-1]) + 1, 10)
+            c.series["loss"] = Series("loss", steps, 2.0 / np.sqrt(steps))
+        runs.append(c)
+    return runs
+
+
+def test_partly_judged_rule_is_scored_on_the_runs_it_can_judge():
+    runs = _without_train_loss()
+    result = tune(runs, rules=["hf"])
+    pq = next(r for r in result.comparison if r["rule"] == "pq")
+    assert (pq["n_decided"], pq["n_runs"]) == (4, 5)
+    assert [m["run"] for m in pq["not_judged"]] == ["synthetic-0"]
+    assert "training-loss" in pq["not_judged"][0]["reason"]
+    # The figures are those of the four runs it can judge, not NaN.
+    alone = next(r for r in tune(runs[1:], rules=["hf"]).comparison if r["rule"] == "pq")
+    for key in ("median_regret_rel", "mean_regret_rel", "median_fraction_saved", "mean_fraction_saved"):
+        assert pq[key] == pytest.approx(alone[key]) and pq[key] is not None, key
+    assert not pq["meets_constraint"]  # it cannot be recommended for runs it cannot judge
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_terminal_comparison_says_how_many_runs_a_row_is_over(capsys):
+    from logsage.commands.tune import render
+
+    render(tune(_without_train_loss(), rules=["hf"]).to_dict())
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("Prechelt PQ "))
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[2] == "4/5" and all(c not in ("-", "") for c in cells[3:6]), row  # no blank figures
+    assert ("Prechelt PQ (pq): figures over the 4/5 runs it can judge; not judged: pq needs a training-loss "
+            "series; synthetic-0 logs none") in out
+    assert next(ln for ln in out.splitlines() if ln.startswith("recommended ")).split("│")[2].strip() == "5/5"
+
+
+def test_left_out_run_is_named_once(tmp_path):
+    run = str(REAL / "wide_metrics_csv" / "gner-zse-phi3-4b")  # F1 only: no eval loss
+    ok = [str(REAL / "tfevents" / n) for n in ("lightning-seq2seq-translit-v15", "lightning-seq2seq-translit-v13")]
+    res = CliRunner().invoke(cli, ["tune", run, *ok, "--metric", "eval_loss", "--rule", "hf"])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.stderr.splitlines() if "left out" in ln)
+    assert line.startswith(f"warning: left out {run}: metric 'eval_loss' not found") and line.count(run) == 1, line
+    missing = str(tmp_path / "nope")
+    res = CliRunner().invoke(cli, ["tune", missing, *ok, "--rule", "hf", "--json"])
+    assert next(ln for ln in res.stderr.splitlines() if "left out" in ln).count(missing) == 1
+    assert missing not in json.loads(res.stdout)["excluded"][0]["reason"]  # the run is in its own field

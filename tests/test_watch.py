@@ -244,3 +244,167 @@ def test_cli_follows_a_log_written_by_another_thread(tmp_path):
     # replay says evaluation index 10 (the 11th), step 5500; watch numbers evaluations from 1.
     assert stop_lines[0].startswith("[eval 11, step 5500] eval_loss"), out
     assert out.strip().splitlines()[-1] == stop_lines[0]  # --until-stop: nothing after the stop
+
+
+# ---------------------------------------------------------------------- reading only what is new
+def _spy(monkeypatch, module, name: str) -> list:
+    """Wrap module.name; every call's first positional argument is recorded."""
+    calls: list = []
+    real = getattr(module, name)
+
+    def wrapper(first, *args, **kwargs):
+        calls.append(first)
+        return real(first, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch):
+    """A plain HF script writes checkpoint-N/trainer_state.json at every save, each with the whole
+    history: a new one is the only file read (older ones are never read again), and each checkpoint
+    folder is judged once, not at every evaluation."""
+    from logsage.ingest import checkpoints, trainer_state
+
+    reads = _spy(monkeypatch, trainer_state, "read")
+    judged = _spy(monkeypatch, checkpoints, "inspect_checkpoint")
+    run = tmp_path / "out"
+    run.mkdir()
+    rng = np.random.default_rng(0)
+    losses = np.r_[1.0 / np.sqrt(np.arange(1, 26)), 0.2 + 0.01 * np.arange(1, 16)] + rng.uniform(0, 1e-3, 40)
+    w = Watcher(run, "hf:patience=4")
+    advice, history, newest_bytes = [], [], 0
+    for i, v in enumerate(losses):
+        step = (i + 1) * 100
+        history += [{"loss": 1.5 - 0.01 * i, "step": step - 50}, {"eval_loss": float(v), "step": step}]
+        ck = run / f"checkpoint-{step}"
+        ck.mkdir()
+        (ck / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+        _tiny_adapter(ck / "adapter_model.safetensors")
+        text = json.dumps({"global_step": step, "max_steps": 10_000, "log_history": history}, indent=2)
+        if i == 20:  # caught mid-write: nothing is advised, the file is read again once it is whole
+            (ck / "trainer_state.json").write_text(text[: len(text) // 2])
+            reads.clear()
+            assert w.poll() == [] and [Path(p) for paths in reads for p in paths] == [ck / "trainer_state.json"]
+        (ck / "trainer_state.json").write_text(text)
+        newest_bytes += len(text)
+        reads.clear()
+        advice += w.poll()
+        assert [Path(p) for paths in reads for p in paths] == [ck / "trainer_state.json"], (i, reads)
+    # The root's trainer_state.json (trainer.save_state() at the end) is read once too.
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 4000, "max_steps": 10_000,
+                                                       "log_history": history}, indent=2))
+    reads.clear()
+    assert w.poll() == [] and [Path(p) for paths in reads for p in paths] == [run / "trainer_state.json"]
+    assert w.groups["trainer-state"].n_reads == len(losses) + 2  # every file once, the half-written one twice
+    assert sorted(int(Path(c).name.split("-")[1]) for c in judged) == [(i + 1) * 100 for i in range(40)]
+    w.close()
+    stop = _replay_stop(run, "hf:patience=4")
+    _check(advice, stop, len(losses))
+    assert f"best checkpoint-{advice[stop].selected_step}" in advice[stop].message
+
+
+def test_inventory_follows_checkpoints_that_change_or_go(tmp_path):
+    """Only what changed is judged again: a checkpoint that was not whole (weights still being written)
+    is judged at every look until it is whole; a removed one (save_total_limit) leaves the inventory."""
+    from logsage.watch import _Inventory
+
+    run = tmp_path / "out"
+    inv = _Inventory(run)
+    assert inv.refresh() == []  # not there yet
+    for step in (100, 200):
+        ck = run / f"checkpoint-{step}"
+        ck.mkdir(parents=True)
+        (ck / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+        _tiny_adapter(ck / "adapter_model.safetensors")
+    weights = run / "checkpoint-200" / "adapter_model.safetensors"
+    full = weights.read_bytes()
+    weights.write_bytes(full[:-8])  # cut short
+    assert [(c.step, c.whole) for c in inv.refresh()] == [(100, True), (200, False)]
+    assert inv.n_inspected == 2
+    assert [(c.step, c.whole) for c in inv.refresh()] == [(100, True), (200, False)]
+    assert inv.n_inspected == 3  # the whole one is not judged again
+    weights.write_bytes(full)
+    assert [(c.step, c.whole) for c in inv.refresh()] == [(100, True), (200, True)]
+    import shutil
+
+    shutil.rmtree(run / "checkpoint-100")
+    assert [c.step for c in inv.refresh()] == [200]
+    assert inv.n_inspected == 4
+    from logsage.ingest.checkpoints import inventory
+
+    assert inv.refresh() == inventory(run)  # the same as the offline inventory
+
+
+def test_jsonl_bytes_parsed_add_up_to_the_file(tmp_path, monkeypatch):
+    """Each appended byte goes through the reader once: what is parsed over the whole run is the file."""
+    from logsage.ingest import llamafactory
+
+    sizes: list[int] = []
+    real = llamafactory.read
+
+    def sized(paths, *a, **kw):
+        sizes.append(sum(Path(p).stat().st_size for p in paths))
+        return real(paths, *a, **kw)
+
+    monkeypatch.setattr(llamafactory, "read", sized)
+    dst = tmp_path / "run" / "trainer_log.jsonl"
+    dst.parent.mkdir()
+    advice = _follow_lines(LLAMAFACTORY, dst, "hf:patience=2", chunk=7)
+    assert len(advice) == 13
+    assert sum(sizes) == dst.stat().st_size and len(sizes) > 10  # one reader call per appended chunk
+
+
+def _tf2_value(tag: str, v: float, first: bool):
+    """A TF2-style scalar: a float tensor, the scalars plugin's metadata on the tag's first value only."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2
+
+    kw = {}
+    if first:
+        kw["metadata"] = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor_pb2.TensorProto(dtype=1, float_val=[v]), **kw)
+
+
+def test_tensorboard_records_are_scanned_once_and_tf2_tags_stay_scalars(tmp_path, monkeypatch):
+    """The event file is scanned chunk by chunk, never from its start again; a TF2 writer's tags
+    (scalar metadata on their first value only) keep every later value."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from logsage.ingest import _tfrecord
+
+    scanned: list[int] = []
+    real = _tfrecord.scan_bytes
+
+    def counting(buf):
+        scanned.append(int(buf.size))
+        return real(buf)
+
+    monkeypatch.setattr(_tfrecord, "scan_bytes", counting)
+    losses = [2.0, 1.5, 1.2, 1.1, 1.15, 1.05, 1.08, 1.09, 1.12, 1.2, 1.25, 1.3]
+    run = tmp_path / "tb"
+    writer = EventFileWriter(str(run), flush_secs=3600)
+    w = Watcher(run, "hf:patience=3")
+    advice = []
+    try:
+        for i, v in enumerate(losses):
+            step = (i + 1) * 50
+            for s in range(step - 40, step + 1, 10):
+                writer.add_event(event_pb2.Event(wall_time=1000.0 + s, step=s, summary=summary_pb2.Summary(
+                    value=[_tf2_value("train/loss", 3.0 / s ** 0.3, first=s == 10)])))
+            writer.add_event(event_pb2.Event(wall_time=1000.0 + step, step=step, summary=summary_pb2.Summary(
+                value=[_tf2_value("eval/loss", v, first=i == 0)])))
+            writer.flush()
+            advice += w.poll()
+    finally:
+        writer.close()
+        w.close()
+    follower = w.followers[0]
+    assert len(follower.points["train/loss"].steps) == 5 * len(losses)  # later values kept: still scalars
+    assert follower.points["eval/loss"].values == pytest.approx(losses)
+    size = next(run.iterdir()).stat().st_size
+    # Each byte once, plus a preamble of about 60 bytes per scan: never the whole file again.
+    assert len(scanned) == len(losses) and sum(scanned) < size + 100 * len(scanned), (scanned, size)
+    stop = _replay_stop(run, "hf:patience=3")
+    _check(advice, stop, len(losses))

@@ -41,6 +41,7 @@ def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: st
         logsage report runs/* --out report.html --tune --png plots/
     """
     from logsage.report import report_paths
+    from logsage.tune import run_message
 
     if objective and not with_tune:
         raise click.UsageError("--objective applies to --tune; add --tune")
@@ -49,7 +50,7 @@ def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: st
                           with_tune=with_tune, objective=objective, title=title,
                           cost=cost_model(gpus, gpu_hour_cost, run_hours))
     for e in result["errors"]:
-        warn(f"{e['run']}: {e['error']}")
+        warn(run_message(e["run"], e["error"]))
     if as_json:
         emit_json(result)
     else:

@@ -53,7 +53,10 @@ def cost_model(gpus: float | None, gpu_hour_cost: float | None, run_hours: float
 @click.option("--rule", "rules", multiple=True,
               help="Rule to search, NAME or NAME:k=v,... (repeatable; `all` = every rule). The parameters given "
                    "stay fixed, the rest of the rule's default grid varies. Default: every rule over its default "
-                   "grid, plus the common defaults.")
+                   "grid, plus the common defaults. threshold and multi have no default grid: they need a value "
+                   "of your own (threshold:target=V in the metric's units; multi:metrics=NAME:MODE:WEIGHT;...), "
+                   "so `all` leaves them out (with a note) unless --grid gives it; name them with the value "
+                   "(--rule threshold:target=0.8) or search values (--rule threshold --grid target=0.8,0.9).")
 @click.option("--grid", "grid_items", multiple=True,
               help="Parameter values to search, NAME=V1,V2,... (repeatable); replaces the default grids.")
 @metric_options
@@ -78,7 +81,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
         logsage tune runs/* --rule hf --grid patience=1,2,3,5 --objective max-saved:max_regret=0.01
         logsage tune runs/* --gpus 8 --gpu-hour-cost 2.5 --json
     """
-    from logsage.tune import tune_paths
+    from logsage.tune import run_message, tune_paths
 
     result = tune_paths(list(paths), format=fmt, use_cache=not no_cache, cache_dir=cache_dir,
                         rules=list(rules) or None, grid=parse_grid(grid_items), metric=metric, mode=mode,
@@ -88,7 +91,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
     else:
         render(result.to_dict(), top=top)
     for e in result.excluded:
-        warn(f"left out {e['run']}: {e['reason']}")
+        warn(f"left out {run_message(e['run'], e['reason'])}")
     if result.recommendation is None:
         raise SystemExit(1)
 
@@ -125,7 +128,7 @@ def render(doc: dict, *, top: int = 10) -> None:
 
     con = console()
     if not con.is_terminal:  # piped or captured: no terminal width to respect, keep tables on one line
-        con.width = max(con.width, 160)
+        con.width = max(con.width, 200)
     obj = doc["objective"]
     con.print(f"[bold]Objective:[/bold] {obj['description']}  [dim]({obj['spec']})[/dim]")
     con.print(f"runs: {len(doc['runs'])} used, {len(doc['excluded'])} left out; "
@@ -138,6 +141,7 @@ def render(doc: dict, *, top: int = 10) -> None:
     if rec.get("note"):
         con.print(f"[yellow]{rec['note']}[/yellow]")
     ins, loo = doc["in_sample"], doc["leave_one_run_out"]
+    priced = doc["cost"].get("gpu_hour_cost") is not None
     t = Table(show_edge=False, pad_edge=False)
     t.add_column("")
     t.add_column(f"in-sample ({ins['n_runs']} runs)")
@@ -157,23 +161,32 @@ def render(doc: dict, *, top: int = 10) -> None:
         con.print(f"Leave-one-run-out chose the recommended rule in {_pct(loo['agreement'])} of the folds; "
                   "its column is the honest estimate for the next run.")
         lt = Table(title="Leave-one-run-out, per run", show_edge=False, pad_edge=False)
-        for col in ("run (left out)", "rule chosen on the others", "regret", "saved", "before best"):
+        for col in ("run (left out)", "rule chosen on the others", "regret", "saved", "before best", "GPU-h saved",
+                    *(["money saved"] if priced else [])):
             lt.add_column(col)
         for f in loo["folds"]:
             lt.add_row(_short(f["run"]), f.get("spec") or "-", _pct(f.get("regret_rel")), _pct(f.get("fraction_saved")),
-                       {True: "yes", False: "no"}.get(f.get("stopped_before_best"), "-"))
+                       {True: "yes", False: "no"}.get(f.get("stopped_before_best"), "-"),
+                       _num(f.get("gpu_hours_saved"), ".4g"),
+                       *([_num(f.get("money_saved"), ",.2f")] if priced else []))
         con.print(lt)
     else:
         con.print(f"[yellow]{loo['reason']}[/yellow]")
     ct = Table(title="Compared with common defaults (same runs)", show_edge=False, pad_edge=False)
-    for col in ("", "rule", "median regret", "mean regret", "mean saved", "before best", "GPU-h saved",
-                "meets constraint"):
+    for col in ("", "rule", "runs", "median regret", "mean regret", "mean saved", "before best",
+                "GPU-h saved", *(["money saved"] if priced else []), "meets constraint"):
         ct.add_column(col, no_wrap=True)
     for row in doc["comparison"]:
-        ct.add_row(row["label"].split(" (")[0], row["spec"], _pct(row["median_regret_rel"]), _pct(row["mean_regret_rel"]),
+        ct.add_row(row["label"].split(" (")[0], row["spec"], f"{row['n_decided']}/{row['n_runs']}",
+                   _pct(row["median_regret_rel"]), _pct(row["mean_regret_rel"]),
                    _pct(row["mean_fraction_saved"]), _pct(row["stopped_before_best_rate"]),
-                   _num(row["gpu_hours_saved"], ".4g"), "yes" if row["meets_constraint"] else "no")
+                   _num(row["gpu_hours_saved"], ".4g"), *([_num(row["money_saved"], ",.2f")] if priced else []),
+                   "yes" if row["meets_constraint"] else "no")
     con.print(ct)
+    from logsage.tune import partly_judged
+
+    for line in partly_judged(doc["comparison"]):
+        con.print(f"[yellow]{line}[/yellow]")
     con.print("[dim]cost: " + "; ".join(doc["cost"]["assumptions"]) + "[/dim]")
     for note in doc["notes"]:
         con.print(f"[dim]note: {note}[/dim]")
