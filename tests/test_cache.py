@@ -122,18 +122,22 @@ class _Boom:
 
 def test_concurrent_writers_and_readers_see_whole_entries_only(cache, log_file):
     versions = [_arrays(n=20_000, seed=s) for s in range(4)]
-    errors = []
+    errors, misses = [], []
 
     def work(i):
         try:
             for _ in range(15):
-                cache.put(log_file, versions[i], {"seed": i})
+                assert cache.put(log_file, versions[i], {"seed": i})
                 hit = cache.get(log_file)
-                if hit is not None:  # any complete version, never a mix or a torn file
-                    arrays, meta = hit
-                    want = versions[meta["seed"]]
-                    for k in want:
-                        np.testing.assert_array_equal(arrays[k], want[k])
+                # After a put there is always a whole entry (the replace is atomic): a miss here
+                # means a torn file was read (and dropped as corrupt).
+                if hit is None:
+                    misses.append(i)
+                    continue
+                arrays, meta = hit  # any complete version, never a mix
+                want = versions[meta["seed"]]
+                for k in want:
+                    np.testing.assert_array_equal(arrays[k], want[k])
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -143,6 +147,7 @@ def test_concurrent_writers_and_readers_see_whole_entries_only(cache, log_file):
     for t in threads:
         t.join()
     assert not errors
+    assert misses == []
     assert cache.get(log_file) is not None
     assert not list(cache.folder.glob(".tmp-*"))  # no temporary file left behind
 

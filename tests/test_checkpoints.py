@@ -72,14 +72,26 @@ def test_adapter_config_without_weights_and_missing_shard(tmp_path):
     assert not c2.whole and "model-00002-of-00002.safetensors" in c2.problem and "missing" in c2.problem
 
 
+class _Payload:
+    """Unpickling this creates a file: the inventory must never unpickle a checkpoint."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def test_pickle_checkpoint_is_flagged_and_checked_without_unpickling(tmp_path):
     torch = pytest.importorskip("torch")
     d = tmp_path / "checkpoint-7"
     d.mkdir()
     (d / "adapter_config.json").write_text("{}")
-    torch.save({"w": torch.ones(3)}, d / "adapter_model.bin")
+    sentinel = tmp_path / "unpickled"
+    torch.save({"w": torch.ones(3), "x": _Payload(str(sentinel))}, d / "adapter_model.bin")
     (c,) = inventory(tmp_path)
     assert c.whole and c.pickle and c.weights == ["adapter_model.bin"]
+    assert not sentinel.exists()  # judged as a zip archive, never loaded
     data = (d / "adapter_model.bin").read_bytes()
     (d / "adapter_model.bin").write_bytes(data[: len(data) // 2])
     (c,) = inventory(tmp_path)
@@ -96,4 +108,4 @@ def test_other_checkpoint_without_weights(tmp_path):
 
 def test_inventory_of_missing_folder_is_empty(tmp_path):
     assert inventory(tmp_path / "nope") == []
-    assert os.path.exists(tmp_path)
+    assert not os.path.exists(tmp_path / "nope")  # looking does not create the folder

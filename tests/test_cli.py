@@ -26,12 +26,15 @@ def test_import_cli_and_analysis_commands_never_import_torch():
         "import sys, logsage.cli\n"
         "from click.testing import CliRunner\n"
         "r = CliRunner()\n"
-        "assert r.invoke(logsage.cli.cli, ['--help']).exit_code == 0\n"
-        f"r.invoke(logsage.cli.cli, ['ingest', {str(RUN)!r}, '--json'])\n"
+        "def ok(args):\n"
+        "    res = r.invoke(logsage.cli.cli, args)\n"
+        "    assert res.exit_code == 0 and res.exception is None, (args, res.output)\n"
+        "ok(['--help'])\n"
+        f"ok(['ingest', {str(RUN)!r}, '--json'])\n"
         "for name in ('replay', 'rules', 'tune', 'report', 'watch'):\n"
-        "    r.invoke(logsage.cli.cli, [name, '--help'])\n"
-        f"r.invoke(logsage.cli.cli, ['replay', {str(RUN)!r}, '--rule', 'hf', '--json'])\n"
-        f"r.invoke(logsage.cli.cli, ['rules'])\n"
+        "    ok([name, '--help'])\n"
+        f"ok(['replay', {str(RUN)!r}, '--rule', 'hf', '--json'])\n"
+        "ok(['rules'])\n"
         "print(','.join(m for m in " + repr(HEAVY) + " if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -55,11 +58,12 @@ def test_format_names_match_readers():
     from logsage.commands._output import FORMAT_NAMES
     from logsage.ingest import _READER_MODULES, formats
 
-    assert len(FORMAT_NAMES) == len(_READER_MODULES)
-    assert set(formats()) <= set(FORMAT_NAMES)
+    # One --format choice per reader module, and every choice has a reader that loaded.
+    assert len(FORMAT_NAMES) == len(set(FORMAT_NAMES)) == len(_READER_MODULES)
+    assert sorted(formats()) == sorted(FORMAT_NAMES)
 
 
-def test_ingest_json_is_one_strict_document():
+def test_ingest_json_is_one_strict_document(tmp_path):
     out = _run("ingest", str(RUN), "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
@@ -69,6 +73,21 @@ def test_ingest_json_is_one_strict_document():
     assert run["metrics"]["eval_loss"] == {**run["metrics"]["eval_loss"], "count": 25, "first_step": 500,
                                            "last_step": 12500, "canonical": "eval_loss"}
     assert run["checkpoints"] == [] and isinstance(run["warnings"], list)
+    # That run only counts its NaN evaluations: no non-finite number reaches its document. Here NaN /
+    # Infinity sit in fields printed as numbers: the trainer's best_metric (meta) and a final
+    # trainer.evaluate() after training (summary); they must come out as null.
+    state = json.loads((RUN / "trainer_state.json").read_text())
+    state["best_metric"] = float("nan")
+    final = dict([r for r in state["log_history"] if "eval_loss" in r][-1], eval_pearson=float("nan"),
+                 eval_mse=float("inf"))
+    state["log_history"].append(final)
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))  # bare NaN / Infinity, as Python writes them
+    out = _run("ingest", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))["runs"]
+    assert run["meta"]["best_metric"] is None
+    assert run["summary"]["eval_pearson"] is None and run["summary"]["eval_mse"] is None
+    assert run["summary"]["eval_loss"] == final["eval_loss"]  # the finite ones are kept
 
 
 def test_path_echoed_as_given(tmp_path):

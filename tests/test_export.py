@@ -267,6 +267,15 @@ def test_a_wrong_merge_fails_the_logits_check(tiny_model_dir, adapter, tmp_path,
     with pytest.raises(ExportError, match="logits differ from base \\+ adapter"):
         export_checkpoint(adapter, tmp_path / "ship", base_dir=tiny_model_dir, merge=True)
     assert not (tmp_path / "ship").exists() and strays(tmp_path) == []
+    # With --force over a previous export, a failed verification leaves that export as it was
+    # (the old folder goes only after the new one is complete and verified).
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "model.safetensors").write_text("the export already shipped")
+    before = {p.name: p.read_bytes() for p in previous.iterdir()}
+    with pytest.raises(ExportError, match="logits differ from base \\+ adapter"):
+        export_checkpoint(adapter, previous, base_dir=tiny_model_dir, merge=True, force=True)
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == before and strays(tmp_path) == []
 
 
 def test_full_model_checkpoint_is_exported_as_is_and_never_merged(tiny_model_dir, tmp_path):

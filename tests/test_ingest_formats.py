@@ -192,7 +192,14 @@ def test_tb_long_csv_and_wide_csv_of_one_run_give_the_same_curves(run):
     np.testing.assert_array_equal(tb.metric("loss").steps, wide.metric("loss").steps)
     np.testing.assert_allclose(tb.metric("loss").values, wide.metric("loss").values, rtol=1e-6, atol=1e-7)
     assert tb.series["eval/average"].precision == "float32"
-    assert tb.series["eval/average"].wall_times is not None
+    # The wall times are the long CSV's wall_time column for that tag (read here with the csv module).
+    import csv
+
+    with open(next((REAL / "tb_scalars_long_csv" / run).glob("*.csv")), newline="") as f:
+        wall = {int(r["step"]): float(r["wall_time"]) for r in csv.DictReader(f) if r["tag"] == "eval/average"}
+    s = tb.series["eval/average"]
+    assert sorted(wall) == s.steps.tolist()
+    np.testing.assert_array_equal(s.wall_times, [wall[t] for t in s.steps.tolist()])
 
 
 @pytest.mark.parametrize("run", PAIRS + ["gner-zse-phi3-4b"])

@@ -149,13 +149,26 @@ def test_stray_non_log_file_is_listed_as_skipped(tmp_path):
     assert any(c.kind == "skipped_file" and "notes.txt" in c.message for c in h.cleanups)
 
 
-def test_summary_dict_is_strict_json():
+def test_summary_dict_is_strict_json(tmp_path):
     h = logsage.load_history(REAL / "gner-qe-roberta-large-lr5e-5-nan")
     doc = h.summary_dict()
     text = json.dumps(doc, allow_nan=False)  # raises on NaN
     assert doc["metrics"]["eval_loss"]["count"] == 25
     assert doc["metrics"]["eval_pearson"]["non_finite"] == 16
     assert json.loads(text)["eval_count"] == 25
+    # That run's NaN are evaluations (counted, never printed): put NaN / inf where summary_dict
+    # prints numbers, the trainer's best_metric (meta) and a final evaluate() (summary).
+    state = _state("gner-qe-roberta-large-lr5e-5-nan")
+    state["best_metric"] = math.nan
+    last_eval = [r for r in state["log_history"] if "eval_loss" in r][-1]
+    state["log_history"].append(dict(last_eval, eval_pearson=math.nan, eval_mse=-math.inf))
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+    h = logsage.load_history(tmp_path)
+    assert math.isnan(h.meta["best_metric"]) and math.isnan(h.summary["eval_pearson"])  # read as written
+    doc = json.loads(json.dumps(h.summary_dict(), allow_nan=False))
+    assert doc["meta"]["best_metric"] is None
+    assert doc["summary"]["eval_pearson"] is None and doc["summary"]["eval_mse"] is None
+    assert doc["summary"]["eval_loss"] == last_eval["eval_loss"]
 
 
 def test_stitch_two_segments(tmp_path):

@@ -259,4 +259,7 @@ def test_tbparse_export_of_real_event_file(tmp_path):
     assert h.format == "tb-csv"
     assert h.metric("eval_loss").values.tolist() == [0.5, 0.25]
     np.testing.assert_allclose(h.metric("loss").values, np.float32([0.1, 0.05, 1 / 30]), rtol=1e-7)
-    assert h.metric("eval_loss").wall_times is not None
+    # The wall times are the ones tbparse read from the event file, step for step.
+    written = frame[frame["tag"] == "eval/loss"].sort_values("step")
+    assert h.metric("eval_loss").steps.tolist() == written["step"].tolist() == [20, 30]
+    np.testing.assert_allclose(h.metric("eval_loss").wall_times, written["wall_time"].to_numpy(), rtol=0, atol=1e-6)

@@ -179,10 +179,20 @@ def runs(draw):
 @given(h=runs())
 def test_selection_is_finite_whole_and_not_after_the_stop(h):
     whole = {c.step for c in h.checkpoints if c.whole}
+    s = h.series["eval_loss"]
+    value_at = dict(zip(s.steps.tolist(), s.values.tolist()))
     res = replay([h], _specs())
     for d in res.decisions:
         if d.selected_step is None:
+            # Nothing selected only when nothing is selectable: no finite evaluation (with a whole
+            # checkpoint, when there is an inventory) at or before the stop (the last evaluation if none).
+            if d.decidable:
+                horizon = d.stop_step if d.stop_step is not None else int(s.steps[-1])
+                selectable = [t for t, v in value_at.items() if t <= horizon and math.isfinite(v)
+                              and (not h.checkpoints or t in whole)]
+                assert selectable == [], d
             continue
+        assert d.selected_value == value_at[d.selected_step], d  # the logged value of that evaluation
         assert d.selected_value is not None and math.isfinite(d.selected_value), d
         if d.stop_step is not None:
             assert d.selected_step <= d.stop_step, d

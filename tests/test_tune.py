@@ -123,7 +123,9 @@ def test_fewer_than_three_runs_gives_no_honest_estimate():
     result = tune(SYNTHETIC[:2], rules=["hf"])
     loo = result.leave_one_run_out
     assert loo["available"] is False and "no honest estimate" in loo["reason"]
-    assert result.in_sample is not None and result.recommendation is not None
+    # The in-sample search still runs and, on these runs too, finds the patience known by construction.
+    assert result.in_sample["n_runs"] == 2 and result.in_sample["regret"]["spread"]["max"] == 0.0
+    assert result.recommendation["params"]["patience"] == K and result.recommendation["feasible"]
 
 
 def test_bad_rule_or_grid_fails_before_any_work():
