@@ -39,17 +39,28 @@ Semantics fixed here (and nowhere else):
   undecidable decision with the reason. Bad rule names or parameters raise
   `RuleConfigError` before any run is touched.
 * **Engines.** The `hf` and `patience` rules run through the vectorized sweep engine
-  (`logsage.sweep`) when a rule has many parameter sets; its results are identical to
-  the per-evaluation reference scan in `logsage.rules` (property-tested).
+  (`logsage.sweep`, all runs in one batch) when a rule has many parameter sets; its
+  results are identical to the per-evaluation reference scan in `logsage.rules`
+  (property-tested). The decisions of one run and rule are scored together
+  (`_score_many`): per-run arrays built once, every score computed once per distinct
+  stop or selection, trend and gap for every run's distinct stops in one vectorized
+  pass. `engine="scan"` is the reference path - each rule's own scan and `_score` per
+  decision - and `tests/test_replay_fast.py` holds the two equal field for field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import gc
 import itertools
 import math
+import operator
 import os
+from collections import deque
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -199,6 +210,12 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-ready dict (NaN/inf become None; numpy scalars become Python)."""
         return json_safe({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+_STATS = operator.attrgetter(*scoring.STAT_FIELDS)  # what the summary reads of a decision
+# The Decision fields that depend only on (stop, selected, decidable), in order: stop_step .. overfit_gap.
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))[5:22]
+assert _ROW_FIELDS[0] == "stop_step" and _ROW_FIELDS[-1] == "overfit_gap"
 
 
 @dataclass
@@ -366,7 +383,10 @@ class _RunContext:
     is_loss: bool
     best_index: int | None
     best_saved_index: int | None
-    cache: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)  # horizon -> (trend slope, p-value, overfit gap)
+    # For the many-decision scorer: per-run arrays built once, and the scores per distinct stop
+    # and per distinct selection (many parameter sets share them).
+    fast: dict = field(default_factory=dict)
 
 
 def _number(v: Any) -> float | None:
@@ -497,6 +517,118 @@ def _trend_and_gap(ctx: _RunContext, horizon: int) -> tuple[float | None, float 
     return ctx.cache[horizon]
 
 
+def _fast(ctx: _RunContext) -> dict[str, Any]:
+    """Per-run arrays the many-decision scorer reads (built once per run)."""
+    f = ctx.fast
+    if not f:
+        f["steps"] = ctx.steps.tolist()
+        f["raw"] = ctx.raw.tolist()
+        # hindsight_best(oriented, eligible, upto=t) for every t: the selection's fallback.
+        f["prefix_best"] = scoring.prefix_best(ctx.oriented, ctx.eligible)
+        f["selectable"] = np.isfinite(ctx.oriented) & ctx.eligible
+    return f
+
+
+def _fill_trend_and_gap(ctxs: list[_RunContext], horizons: list[Iterable[int]]) -> None:
+    """`_trend_and_gap` for every run's horizons not yet cached, all runs in one vectorized pass."""
+    todo = [[h for h in hs if h not in ctx.cache] for ctx, hs in zip(ctxs, horizons)]
+    trends = scoring.trend_runs([ctx.raw for ctx in ctxs], todo)
+    gaps = scoring.overfit_gap_runs([(ctx.steps, ctx.raw, ctx.train_steps, ctx.train_values) if ctx.is_loss
+                                     else (ctx.steps, ctx.raw, None, None) for ctx in ctxs], todo)
+    for ctx, hs, tr, gp in zip(ctxs, todo, trends, gaps):
+        for h, (slope, p), gap in zip(hs, tr, gp):
+            ctx.cache[h] = (slope, p, gap if h >= 0 else None)
+
+
+def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], stop: np.ndarray,
+                best: np.ndarray, decidable: np.ndarray, reasons: list[str]
+                ) -> tuple[list[Decision], np.ndarray, list[tuple]]:
+    """`_score` for many outcomes of one rule on one run (stop / best as index arrays, -1 for None).
+
+    The same decisions as `_score`, field for field (tests compare them): the selection is
+    vectorized (the fallback is a prefix argmin computed once per run; a rule's own best
+    that is not selectable goes through `_select` for its note), and every score that
+    depends only on the stop and the selection is computed once per distinct (stop,
+    selected, decidable) on the run, trend and gap in one pass over the distinct stops.
+    """
+    n = len(ctx.steps)
+    if n == 0:  # nothing to vectorize
+        ds = [_score(ctx, rule, ps, Outcome(None if s < 0 else s, None if b < 0 else b, why, d))
+              for ps, s, b, d, why in zip(param_sets, stop.tolist(), best.tolist(), decidable.tolist(), reasons)]
+        return ds, np.arange(len(ds)), list(map(_STATS, ds))
+    f = _fast(ctx)
+    horizon = np.where(stop >= 0, stop, n - 1)
+    in_range = (best >= 0) & (best <= horizon)
+    own_ok = in_range & f["selectable"][np.clip(best, 0, n - 1)]
+    selected = np.where(decidable, np.where(own_ok, best, f["prefix_best"][horizon]), -1)
+    notes: dict[int, str | None] = {}
+    for k in np.flatnonzero(decidable & in_range & ~own_ok).tolist():  # the rule's best is not selectable
+        s = int(stop[k])
+        sel, notes[k] = _select(ctx, Outcome(None if s < 0 else s, int(best[k]), "", True))
+        selected[k] = -1 if sel is None else sel
+    _fill_trend_and_gap([ctx], [np.unique(horizon).tolist()])  # a no-op when replay filled them
+
+    steps, raw = f["steps"], f["raw"]
+    best_step, best_value = (None, None) if ctx.best_index is None else (steps[ctx.best_index], raw[ctx.best_index])
+    bsaved = ((None, None) if ctx.best_saved_index is None
+              else (steps[ctx.best_saved_index], raw[ctx.best_saved_index]))
+    by_stop, by_sel = f.setdefault("by_stop", {}), f.setdefault("by_sel", {})
+
+    def row(s: int, sel: int, dec: bool) -> tuple:
+        """The 17 fields from stop_step to overfit_gap (as `_score` computes them)."""
+        part = by_stop.get((s, dec))
+        if part is None:
+            stop_i = None if s < 0 else s
+            stop_step = None if s < 0 else steps[s]
+            if dec:
+                saved, frac = scoring.steps_saved(stop_step, ctx.budget)
+                wall = scoring.wall_saved(stop_i, saved, wall_times=ctx.wall_times, end_wall_time=ctx.end_wall_time,
+                                          runtime_s=ctx.runtime_s, steps_run=ctx.steps_run)
+                before = None if best_step is None else (stop_step is not None and stop_step < best_step)
+            else:
+                saved = frac = wall = before = None
+            trend_gap = ctx.cache[s if s >= 0 else n - 1]
+            part = by_stop[(s, dec)] = (stop_step, stop_i, saved, frac, wall, before, *trend_gap)
+        chosen = by_sel.get(sel)
+        if chosen is None:
+            sel_step, sel_value = (None, None) if sel < 0 else (steps[sel], raw[sel])
+            chosen = by_sel[sel] = (sel_step, sel_value, *scoring.regret(sel_value, best_value))
+        return (part[0], part[1], chosen[0], chosen[1], best_step, best_value, bsaved[0], bsaved[1],
+                chosen[2], chosen[3], *part[2:])
+
+    # Each distinct (stop, selected, decidable) gets one prototype Decision built by the dataclass
+    # itself; each decision is a copy of its prototype's attribute dict (a split-table dict copy:
+    # cheap, and as compact as the dataclass's own) with its parameters and reason (and note).
+    path, metric, mode = ctx.history.path, ctx.objective.metric, ctx.objective.mode
+    code = ((stop + 1) * (n + 1) + (selected + 1)) * 2 + decidable  # one int per (stop, selected, decidable)
+    keys, ids = np.unique(code, return_inverse=True)
+    protos, table = [], []  # per distinct key: prototype attributes, what the summary reads (STAT_FIELDS)
+    base = None
+    for key in keys.tolist():
+        s, sel, dec = key // 2 // (n + 1) - 1, key // 2 % (n + 1) - 1, bool(key % 2)
+        r = row(s, sel, dec)
+        if base is None:  # the dataclass builds the first; the others copy its attributes (same key order)
+            base = proto = Decision(path, rule, {}, metric, mode, *r, dec, "", None).__dict__
+        else:
+            proto = base.copy()
+            proto.update(zip(_ROW_FIELDS, r))
+            proto["decidable"] = dec
+        protos.append(proto)
+        table.append((dec, r[8], r[9], r[11], r[13], r[0]))
+    # Per decision: its prototype's attributes copied, its own copy of its parameters and its
+    # reason set, a bare instance given those attributes - each step one C-level `map`.
+    count = len(param_sets)
+    ids = ids.reshape(-1).astype(np.int64)
+    attrs = list(map(dict.copy, map(protos.__getitem__, ids.tolist())))
+    deque(map(operator.setitem, attrs, repeat("params", count), map(dict.copy, param_sets)), maxlen=0)
+    deque(map(operator.setitem, attrs, repeat("reason", count), reasons), maxlen=0)
+    for k, note in notes.items():
+        attrs[k]["note"] = note
+    out = list(map(object.__new__, repeat(Decision, count)))
+    deque(map(object.__setattr__, out, repeat("__dict__", count), attrs), maxlen=0)
+    return out, ids, table
+
+
 def _unreplayable(path: str, pairs: list[tuple[RuleInfo, dict[str, Any]]], message: str,
                   metric: str | None, mode: str | None) -> list[Decision]:
     return [Decision(run=path, rule=info.name, params=dict(params), metric=metric, mode=mode,
@@ -507,15 +639,8 @@ def _unreplayable(path: str, pairs: list[tuple[RuleInfo, dict[str, Any]]], messa
                      decidable=False, reason=message) for info, params in pairs]
 
 
-def _outcomes(ctx: _RunContext, info: RuleInfo, param_sets: list[dict[str, Any]], engine: str) -> list[Outcome]:
-    """The rule's outcome for each parameter set on one run (sweep engine or reference scan)."""
-    from logsage import sweep
-
-    use_sweep = engine == "sweep" or (engine == "auto" and len(param_sets) >= SWEEP_MIN_PARAM_SETS)
-    if use_sweep and sweep.supports(info.name):
-        missing = _missing_input(info, ctx.x, ctx.history.path)
-        if missing is None:
-            return sweep.outcomes(info.name, ctx.x, param_sets)
+def _outcomes(ctx: _RunContext, info: RuleInfo, param_sets: list[dict[str, Any]]) -> list[Outcome]:
+    """The rule's outcome for each parameter set on one run, by its reference scan."""
     out = []
     for params in param_sets:
         x = dataclasses.replace(ctx.x, not_before=not_before(ctx.steps, params["min_evals"], params["min_steps"]))
@@ -526,6 +651,19 @@ def _outcomes(ctx: _RunContext, info: RuleInfo, param_sets: list[dict[str, Any]]
 def _check_engine(engine: str) -> None:
     if engine not in ("auto", "scan", "sweep"):
         raise RuleConfigError(f"engine must be auto, scan or sweep, got {engine!r}")
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while decisions are built: they hold no cycles, and a big
+    grid allocates enough objects to trigger full collections again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def replay(histories: Sequence[History], rules: Iterable[RuleSpec], *, metric: str | None = None,
@@ -543,8 +681,9 @@ def replay(histories: Sequence[History], rules: Iterable[RuleSpec], *, metric: s
         grid: parameter -> values, expanded as a cartesian product for every asked rule
             that has the parameter.
         engine: "auto" (sweep engine for hf/patience when a rule has many parameter sets),
-            "scan" (always the reference scan) or "sweep" (always the sweep where supported);
-            the results are identical.
+            "scan" (the reference path: every rule's own scan and the per-decision
+            scorer, one (run, parameter set) at a time) or "sweep" (always the sweep
+            where supported); the results are identical.
 
     Raises:
         RuleConfigError: an unknown rule or parameter, or a value of the wrong type.
@@ -554,20 +693,122 @@ def replay(histories: Sequence[History], rules: Iterable[RuleSpec], *, metric: s
         check_mode(mode)
     _check_engine(engine)
     pairs = expand_rules(rules, grid)
-    decisions: list[Decision] = []
-    errors: list[dict] = []
-    for history in histories:
-        ds, error = _replay_one(history, pairs, metric, mode, engine)
-        decisions.extend(ds)
-        if error:
-            errors.append(error)
-    return ReplayResult(decisions=decisions, summary=scoring.summarize(decisions), errors=errors,
-                        histories=list(histories))
+    with _gc_paused():
+        return _result(_replay_many(list(histories), pairs, metric, mode, engine), pairs, list(histories))
+
+
+def _result(per_run: list[tuple[list[Decision], tuple[np.ndarray, list[tuple]] | None, dict | None]],
+            pairs: list, histories: list[History]) -> ReplayResult:
+    """The result from each run's (decisions - one per pair, in pair order -, their summary stats
+    when the scorer kept them, error entry).
+
+    Stats are (ids, table): decision j of the run has the `scoring.STAT_FIELDS` tuple
+    table[ids[j]] (many decisions share one). Every run holds one decision per pair and
+    pairs are distinct (rule, parameters), so the summary's groups are the pairs, in
+    order, and it is computed on (runs x pairs) arrays gathered from the tables.
+    """
+    decisions = list(itertools.chain.from_iterable(ds for ds, _, _ in per_run))
+    errors = [e for _, _, e in per_run if e]
+    if not decisions:
+        return ReplayResult(decisions=decisions, summary=[], errors=errors, histories=histories)
+    table: list[tuple] = []
+    ids = np.empty((len(per_run), len(pairs)), dtype=np.int64)
+    for r, (ds, stats, _) in enumerate(per_run):
+        run_ids, run_table = stats if stats is not None else (np.arange(len(ds)), list(map(_STATS, ds)))
+        ids[r] = run_ids + len(table)
+        table.extend(run_table)
+    dec, reg, rel, frac, before, stop_step = zip(*table)
+    none_nan = lambda col: np.array([np.nan if v is None else float(v) for v in col])  # noqa: E731
+    summary = scoring.summarize_columns(
+        [(info.name, params) for info, params in pairs], np.array(dec, dtype=bool)[ids], none_nan(reg)[ids],
+        none_nan(rel)[ids], none_nan(frac)[ids], none_nan(before)[ids],
+        np.array([v is not None for v in stop_step], dtype=bool)[ids])
+    return ReplayResult(decisions=decisions, summary=summary, errors=errors, histories=histories)
+
+
+def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str, Any]]], metric: str | None,
+                 mode: str | None, engine: str) -> list[tuple[list[Decision], Any, dict | None]]:
+    """(decisions in the order asked, their summary stats or None (see `_result`), error entry or
+    None) for each run.
+
+    "scan" takes the reference path run by run (`_replay_one`). Otherwise each rule with a
+    sweep form and enough parameter sets is swept over all runs at once
+    (`sweep.batch_outcomes`), other rules run their scans, and each run's decisions for one
+    rule are scored together (`_score_many`).
+    """
+    if engine == "scan":
+        return [(ds, None, error) for ds, error in (_replay_one(h, pairs, metric, mode) for h in histories)]
+    from logsage import sweep
+
+    results: list[tuple[list[Decision], Any, dict | None] | None] = [None] * len(histories)
+    ctxs: dict[int, _RunContext] = {}
+    for i, history in enumerate(histories):
+        try:
+            ctxs[i] = _prepare(history, metric, mode)
+        except LogsageError as e:
+            results[i] = (_unreplayable(history.path, pairs, str(e), metric, mode), None,
+                          {"run": history.path, "error": str(e)})
+    by_rule: dict[str, tuple[RuleInfo, list[int]]] = {}
+    for j, (info, _) in enumerate(pairs):
+        by_rule.setdefault(info.name, (info, []))[1].append(j)
+    # 1. Every rule's outcomes on every run: (stop, best, decidable, reasons) per run.
+    plans: list[tuple[RuleInfo, list[int], list[dict[str, Any]], dict[int, Any]]] = []
+    for info, idx in by_rule.values():
+        param_sets = [pairs[j][1] for j in idx]
+        per_run: dict[int, Any] = {}
+        use_sweep = engine == "sweep" or len(param_sets) >= SWEEP_MIN_PARAM_SETS
+        if use_sweep and sweep.supports(info.name):
+            runs = [i for i, ctx in ctxs.items() if _missing_input(info, ctx.x, ctx.history.path) is None]
+            if runs:
+                batch = sweep.batch_outcomes(info.name, [ctxs[i].x for i in runs], param_sets)
+                for r, i in enumerate(runs):  # reasons are worded when the run is scored
+                    per_run[i] = (batch.stop[r], batch.best[r], batch.decidable[r], functools.partial(batch.reasons, r))
+        for i, ctx in ctxs.items():
+            if i not in per_run:
+                per_run[i] = _outcome_arrays(info.name, _outcomes(ctx, info, param_sets), len(ctx.steps))
+        plans.append((info, idx, param_sets, per_run))
+    # 2. Trend and gap at every distinct stop of every run, all runs in one pass.
+    horizons = {i: set() for i in ctxs}
+    for *_, per_run in plans:
+        for i, (stop, *_rest) in per_run.items():
+            n = len(ctxs[i].steps)
+            if n:
+                horizons[i].update(np.unique(np.where(stop >= 0, stop, n - 1)).tolist())
+    _fill_trend_and_gap([ctxs[i] for i in horizons], [sorted(h) for h in horizons.values()])
+    # 3. Score: one run and one rule at a time.
+    slots = {i: ([None] * len(pairs), np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
+    for info, idx, param_sets, per_run in plans:
+        contiguous = idx == list(range(idx[0], idx[-1] + 1))
+        for i, (stop, best, decidable, reasons) in per_run.items():
+            out, ids, table = slots[i]
+            why = reasons() if callable(reasons) else reasons
+            ds, row_ids, rows = _score_many(ctxs[i], info.name, param_sets, stop, best, decidable, why)
+            ids[idx] = row_ids + len(table)
+            table.extend(rows)
+            if contiguous:
+                out[idx[0]: idx[-1] + 1] = ds
+            else:
+                for j, d in zip(idx, ds):
+                    out[j] = d
+    for i, (out, ids, table) in slots.items():
+        results[i] = (out, (ids, table), None)
+    return results  # type: ignore[return-value]
+
+
+def _outcome_arrays(rule: str, outs: list[Outcome], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Outcomes as (stop, best, decidable) arrays (-1 for None) and their reasons."""
+    for o in outs:
+        if o.stop_index is not None and not (0 <= o.stop_index < n):
+            raise AssertionError(f"rule {rule} returned stop index {o.stop_index} outside 0..{n - 1}")
+    stop = np.array([-1 if o.stop_index is None else o.stop_index for o in outs], dtype=np.int64)
+    best = np.array([-1 if o.best_index is None else o.best_index for o in outs], dtype=np.int64)
+    decidable = np.array([bool(o.decidable) for o in outs], dtype=bool)
+    return stop, best, decidable, [o.reason for o in outs]
 
 
 def _replay_one(history: History, pairs: list[tuple[RuleInfo, dict[str, Any]]], metric: str | None,
-                mode: str | None, engine: str) -> tuple[list[Decision], dict | None]:
-    """All decisions for one run, in the order asked, and its error entry if it could not be replayed."""
+                mode: str | None) -> tuple[list[Decision], dict | None]:
+    """The reference path for one run: each rule's own scan per parameter set, `_score` per decision."""
     try:
         ctx = _prepare(history, metric, mode)
     except LogsageError as e:
@@ -577,7 +818,7 @@ def _replay_one(history: History, pairs: list[tuple[RuleInfo, dict[str, Any]]], 
         by_rule.setdefault(info.name, (info, []))[1].append(i)
     outcomes: list[Outcome | None] = [None] * len(pairs)
     for info, idx in by_rule.values():
-        for i, outcome in zip(idx, _outcomes(ctx, info, [pairs[i][1] for i in idx], engine)):
+        for i, outcome in zip(idx, _outcomes(ctx, info, [pairs[i][1] for i in idx])):
             outcomes[i] = outcome
     return [_score(ctx, info.name, params, outcome) for (info, params), outcome in zip(pairs, outcomes)], None
 
@@ -597,22 +838,18 @@ def replay_paths(paths: Sequence[str | os.PathLike], rules: Iterable[RuleSpec], 
         check_mode(mode)
     _check_engine(engine)
     pairs = expand_rules(rules, grid)  # fail fast on a bad rule, before reading anything
-    decisions: list[Decision] = []
-    errors: list[dict] = []
-    histories: list[History] = []
+    loaded: list[History | tuple[str, str]] = []
     for p in paths:
         try:
-            history = load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir)
+            loaded.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
         except LogsageError as e:
             if e.exit_code == 2:  # a usage error (a bad --format) is every run's problem
                 raise
-            decisions.extend(_unreplayable(str(p), pairs, str(e), metric, mode))
-            errors.append({"run": str(p), "error": str(e)})
-            continue
-        histories.append(history)
-        ds, error = _replay_one(history, pairs, metric, mode, engine)
-        decisions.extend(ds)
-        if error:
-            errors.append(error)
-    return ReplayResult(decisions=decisions, summary=scoring.summarize(decisions), errors=errors,
-                        histories=histories)
+            loaded.append((str(p), str(e)))
+    histories = [h for h in loaded if isinstance(h, History)]
+    with _gc_paused():
+        replayed = iter(_replay_many(histories, pairs, metric, mode, engine))
+        per_run = [next(replayed) if isinstance(h, History) else
+                   (_unreplayable(h[0], pairs, h[1], metric, mode), None, {"run": h[0], "error": h[1]})
+                   for h in loaded]
+        return _result(per_run, pairs, histories)

@@ -12,24 +12,35 @@ Per decision (`logsage.replay` calls these; all pure functions of arrays):
   else from its `train_runtime` assuming a uniform speed over steps;
 * `trend`: the least-squares slope of the metric (as logged, per evaluation) over
   the last `w` (5) evaluations up to and including the stop (or the last evaluation
-  when it never stops), non-finite points dropped, with its two-sided p-value
-  (`scipy.stats.linregress`); None with fewer than 3 finite points, and a p-value of
-  None for a perfectly flat window (the test is undefined there);
+  when it never stops), non-finite points dropped, with its two-sided p-value (the
+  t-test of `scipy.stats.linregress`); None with fewer than 3 finite points, and a
+  p-value of None for a perfectly flat window (the test is undefined there). It is
+  computed in closed form, many windows at once (`trend_many` for one run,
+  `trend_runs` for many): the same moments as `linregress` (`np.cov`'s, through the
+  same BLAS product), the same t statistic and the same Student-t tail
+  (`scipy.special.stdtr`, what `linregress` and `scipy.stats.t.sf` evaluate), so the
+  results equal `linregress`'s bit for bit (`tests/test_scoring.py` checks it) at a
+  small fraction of the cost;
 * `overfit_gap`: mean eval loss minus mean train loss near the stop: the last `w`
   (5) finite values of the monitored eval loss at or before the stop step, minus the
   last `w` finite train-loss values logged at or before the stop step. Positive means
   the model does better on its training data than on held-out data. Only for a
   monitored metric that is a loss (a difference of a loss and an accuracy means
-  nothing) and a run that logs a train loss.
+  nothing) and a run that logs a train loss. `overfit_gap_many` / `overfit_gap_runs`
+  answer many stops at once (same values, bit for bit);
+* `prefix_best`: `hindsight_best(..., upto=t)` for every t at once.
 
 Over runs, `summarize` groups decisions by (rule, parameters) - Prechelt's table for
-the user's own runs - and marks the Pareto front of regret against compute saved.
+the user's own runs - and marks the Pareto front of regret against compute saved;
+`summarize_columns` computes the same rows from (runs x parameter sets) arrays, which
+is how `logsage.replay` summarizes a big grid.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import operator
 import statistics
 from typing import Any, Iterable, Sequence
 
@@ -94,25 +105,94 @@ def wall_saved(stop_index: int | None, n_saved_steps: int | None, *, wall_times:
     return None
 
 
+def prefix_best(oriented: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """`hindsight_best(oriented, eligible, upto=t)` for every t at once (-1 where None)."""
+    ok = np.isfinite(oriented)
+    if eligible is not None:
+        ok &= eligible
+    masked = np.where(ok, oriented, np.inf)
+    n = masked.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    prev = np.concatenate([[np.inf], np.minimum.accumulate(masked)[:-1]])
+    # A new strict minimum (earliest on ties); finite values only, so +inf never qualifies.
+    new = ok & (masked < prev)
+    return np.maximum.accumulate(np.where(new, np.arange(n, dtype=np.int64), -1))
+
+
+_TINY = 1.0e-20  # linregress's guard against r = +-1 in the t statistic
+
+
 def trend(raw_values: np.ndarray, upto: int, window: int = TREND_WINDOW) -> tuple[float | None, float | None]:
     """(slope per evaluation, p-value) over the last `window` evaluations up to index `upto`."""
-    if upto < 0:
-        return None, None
-    lo = max(0, upto - window + 1)
-    y = np.asarray(raw_values[lo: upto + 1], dtype=np.float64)
-    x = np.arange(lo, upto + 1, dtype=np.float64)
-    ok = np.isfinite(y)
-    if ok.sum() < 3:
-        return None, None
-    x, y = x[ok], y[ok]
-    if np.all(y == y[0]):
-        return 0.0, None  # a flat window: slope 0, the test statistic is undefined
-    from scipy import stats
+    return trend_many(raw_values, [upto], window)[0]
 
-    res = stats.linregress(x, y)
-    slope = float(res.slope)
-    p = float(res.pvalue)
-    return (slope if math.isfinite(slope) else None), (p if math.isfinite(p) else None)
+
+def trend_many(raw_values: np.ndarray, horizons: Sequence[int] | np.ndarray,
+               window: int = TREND_WINDOW) -> list[tuple[float | None, float | None]]:
+    """`trend(raw_values, h, window)` for each h in `horizons`, in closed form (see `trend_runs`)."""
+    return trend_runs([raw_values], [horizons], window)[0]
+
+
+def trend_runs(runs: Sequence[np.ndarray], horizons: Sequence[Sequence[int] | np.ndarray],
+               window: int = TREND_WINDOW) -> list[list[tuple[float | None, float | None]]]:
+    """`trend(runs[r], h, window)` for each run r and each h in `horizons[r]`, in one pass.
+
+    Per window: x = the evaluation indices, y = the values, non-finite points dropped.
+    The moments are `np.cov(x, y, bias=1)`'s (means, then the centred product through
+    the same BLAS call, scaled by 1/n), r and the t statistic are `linregress`'s
+    formulas (r clipped to [-1, 1], TINY in the denominator), and the two-sided p-value
+    is 2 * stdtr(n - 2, -|t|), the Student-t tail that `linregress` and
+    `scipy.stats.t.sf` evaluate. Windows are grouped by their number of finite points,
+    each group one stacked matrix product, so the results are those of
+    `scipy.stats.linregress` bit for bit.
+    """
+    lens = np.array([len(r) for r in runs], dtype=np.int64)
+    hs = [np.asarray(h, dtype=np.int64).reshape(-1) for h in horizons]
+    counts = np.array([h.size for h in hs], dtype=np.int64)
+    total = int(counts.sum())
+    flat: list[tuple[float | None, float | None]] = [(None, None)] * total
+    if total and lens.sum():
+        h = np.concatenate(hs)
+        run = np.repeat(np.arange(len(runs)), counts)
+        values = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1) for r in runs])
+        offset = (np.cumsum(lens) - lens)[run]
+        local = h[:, None] - (window - 1) + np.arange(window, dtype=np.int64)[None, :]  # (H, w), ascending
+        inside = (local >= 0) & (h[:, None] >= 0) & (local < lens[run][:, None])
+        yy = values[np.clip(offset[:, None] + local, 0, values.size - 1)]
+        ok = inside & np.isfinite(yy)
+        k = ok.sum(axis=1)
+        first = yy[np.arange(total), np.argmax(ok, axis=1)]
+        flat_window = ((yy == first[:, None]) | ~ok).all(axis=1)
+        for i in np.flatnonzero((k >= 3) & flat_window).tolist():
+            flat[i] = (0.0, None)  # a flat window: slope 0, the test statistic is undefined
+        fit = (k >= 3) & ~flat_window
+        if fit.any():
+            from scipy import special
+
+        for kk in np.unique(k[fit]).tolist():
+            rows = np.flatnonzero(fit & (k == kk))
+            # The finite points of each window, in order (a stable sort puts them first).
+            cols = np.argsort(~ok[rows], axis=1, kind="stable")[:, :kk]
+            X = np.empty((rows.size, 2, kk))
+            X[:, 0, :] = np.take_along_axis(local[rows], cols, axis=1)
+            X[:, 1, :] = np.take_along_axis(yy[rows], cols, axis=1)
+            X -= X.mean(axis=2)[:, :, None]
+            C = np.matmul(X, X.transpose(0, 2, 1))  # one syrk per window, as np.cov's dot
+            C *= np.true_divide(1, kk)
+            ssxm, ssxym, ssym = C[:, 0, 0], C[:, 0, 1], C[:, 1, 1]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                degenerate = (ssxm == 0.0) | (ssym == 0.0)
+                r = np.clip(ssxym / np.sqrt(ssxm * ssym), -1.0, 1.0)
+                r = np.where(degenerate, np.where(ssxym == 0, np.nan, 0.0), r)
+                slope = ssxym / ssxm
+                df = kk - 2
+                t = r * np.sqrt(df / ((1.0 - r + _TINY) * (1.0 + r + _TINY)))
+                p = 2 * special.stdtr(df, -np.abs(t))
+            for i, s_, p_ in zip(rows.tolist(), slope.tolist(), p.tolist()):
+                flat[i] = (s_ if math.isfinite(s_) else None, p_ if math.isfinite(p_) else None)
+    ends = np.cumsum(counts).tolist()
+    return [flat[e - c: e] for e, c in zip(ends, counts.tolist())]
 
 
 def overfit_gap(eval_steps: np.ndarray, eval_values: np.ndarray, train_steps: np.ndarray | None,
@@ -126,6 +206,73 @@ def overfit_gap(eval_steps: np.ndarray, eval_values: np.ndarray, train_steps: np
     if ev.size == 0 or tr.size == 0:
         return None
     return float(ev.mean() - tr.mean())
+
+
+def overfit_gap_many(eval_steps: np.ndarray, eval_values: np.ndarray, train_steps: np.ndarray | None,
+                     train_values: np.ndarray | None, horizons: Sequence[int] | np.ndarray,
+                     window: int = GAP_WINDOW) -> list[float | None]:
+    """`overfit_gap(..., at_step=eval_steps[h])` for each evaluation index h in `horizons` (None for h < 0)."""
+    return overfit_gap_runs([(eval_steps, eval_values, train_steps, train_values)], [horizons], window)[0]
+
+
+def overfit_gap_runs(runs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]],
+                     horizons: Sequence[Sequence[int] | np.ndarray],
+                     window: int = GAP_WINDOW) -> list[list[float | None]]:
+    """`overfit_gap_many` for many runs (eval steps, eval values, train steps, train values) at once.
+
+    Assumes what a `Series` guarantees: each step array ascending. Each mean is taken
+    over a contiguous row of the same length as the scalar version's slice, so the values
+    are the same bit for bit.
+    """
+    hs = [np.asarray(h, dtype=np.int64).reshape(-1) for h in horizons]
+    out: list[list[float | None]] = [[None] * h.size for h in hs]
+    e_parts, t_parts, e_idx, t_idx, e_len, t_len, where = [], [], [], [], [], [], []
+    e_off = t_off = 0
+    for r, ((es, ev, ts, tv), h) in enumerate(zip(runs, hs)):
+        if ts is None or tv is None or h.size == 0:
+            continue
+        es, ev = np.asarray(es), np.asarray(ev, dtype=np.float64)
+        ts, tv = np.asarray(ts), np.asarray(tv, dtype=np.float64)
+        if (es.size > 1 and (np.diff(es) < 0).any()) or (ts.size > 1 and (np.diff(ts) < 0).any()):
+            out[r] = [None if i < 0 else overfit_gap(es, ev, ts, tv, int(es[i]), window)  # pragma: no cover
+                      for i in h.tolist()]
+            continue
+        valid = np.flatnonzero(h >= 0)
+        if valid.size == 0 or es.size == 0:
+            continue
+        at = es[h[valid]]
+        e_fin, t_fin = np.isfinite(ev), np.isfinite(tv)
+        e_cnt = np.searchsorted(es[e_fin], at, side="right")  # finite evals at or before the step
+        t_cnt = np.searchsorted(ts[t_fin], at, side="right")
+        e_parts.append(ev[e_fin])
+        t_parts.append(tv[t_fin])
+        e_m, t_m = np.minimum(e_cnt, window), np.minimum(t_cnt, window)
+        e_idx.append(e_off + e_cnt - e_m)
+        t_idx.append(t_off + t_cnt - t_m)
+        e_len.append(e_m)
+        t_len.append(t_m)
+        where.append(np.stack([np.full(valid.size, r), valid], axis=1))
+        e_off += e_parts[-1].size
+        t_off += t_parts[-1].size
+    if not where:
+        return out
+    e_vals, t_vals = np.concatenate(e_parts), np.concatenate(t_parts)
+    e_start, t_start = np.concatenate(e_idx), np.concatenate(t_idx)
+    e_m, t_m = np.concatenate(e_len), np.concatenate(t_len)
+    at = np.concatenate(where)
+
+    def means(vals: np.ndarray, start: np.ndarray, m: np.ndarray) -> np.ndarray:
+        res = np.full(m.size, np.nan)
+        for mm in np.unique(m[m > 0]).tolist():
+            rows = np.flatnonzero(m == mm)
+            res[rows] = vals[start[rows][:, None] + np.arange(mm)[None, :]].mean(axis=1)
+        return res
+
+    gap = means(e_vals, e_start, e_m) - means(t_vals, t_start, t_m)
+    for j in np.flatnonzero((e_m > 0) & (t_m > 0)).tolist():
+        r, i = at[j].tolist()
+        out[r][i] = float(gap[j])
+    return out
 
 
 # ---------------------------------------------------------------------- over runs
@@ -155,25 +302,103 @@ def summarize(decisions: Iterable[Any]) -> list[dict[str, Any]]:
     groups: dict[str, list[Any]] = {}
     for d in decisions:
         groups.setdefault(params_key(d.rule, d.params), []).append(d)
+    return summarize_groups(groups.values())
+
+
+# What `summarize` reads of each decision, in this order.
+STAT_FIELDS = ("decidable", "regret", "regret_rel", "fraction_saved", "stopped_before_best", "stop_step")
+
+
+def summarize_groups(groups: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """`summarize` for decisions already grouped by (rule, parameters), groups in order."""
+    fields = operator.attrgetter(*STAT_FIELDS)  # one C-level fetch of the six fields per decision
+    return summarize_stats((ds[0].rule, ds[0].params, list(map(fields, ds))) for ds in groups if ds)
+
+
+def summarize_stats(groups: Iterable[tuple[str, dict[str, Any], Sequence[tuple]]]) -> list[dict[str, Any]]:
+    """`summarize` from (rule, params, one `STAT_FIELDS` tuple per decision) groups, in order."""
     rows = []
-    for ds in groups.values():
-        decided = [d for d in ds if d.decidable]
-        reg = [d.regret for d in decided if d.regret is not None]
-        rel = [d.regret_rel for d in decided if d.regret_rel is not None]
-        frac = [d.fraction_saved for d in decided if d.fraction_saved is not None]
-        before = [d.stopped_before_best for d in decided if d.stopped_before_best is not None]
+    for rule, params, stats in groups:
+        if not stats:
+            continue
+        decided = [c for c in stats if c[0]]
+        _, reg_c, rel_c, frac_c, before_c, stop_c = zip(*decided) if decided else ((),) * 6
+        reg = [v for v in reg_c if v is not None]
+        rel = [v for v in rel_c if v is not None]
+        frac = [v for v in frac_c if v is not None]
+        before = [float(v) for v in before_c if v is not None]
         rows.append({
-            "rule": ds[0].rule,
-            "params": dict(ds[0].params),
-            "n_runs": len(ds),
+            "rule": rule,
+            "params": dict(params),
+            "n_runs": len(stats),
             "n_decided": len(decided),
-            "n_stopped": sum(d.stop_step is not None for d in decided),
+            "n_stopped": sum(v is not None for v in stop_c),
             "mean_regret": _mean(reg),
             "median_regret": _median(reg),
             "mean_regret_rel": _mean(rel) if len(rel) == len(reg) else None,
             "median_regret_rel": _median(rel) if len(rel) == len(reg) else None,
             "mean_fraction_saved": _mean(frac),
-            "stopped_before_best_rate": _mean([float(b) for b in before]),
+            "stopped_before_best_rate": _mean(before),
+            "pareto": False,
+        })
+    mark_pareto(rows)
+    return rows
+
+
+def summarize_columns(heads: Sequence[tuple[str, dict[str, Any]]], decidable: np.ndarray, regret: np.ndarray,
+                      regret_rel: np.ndarray, fraction_saved: np.ndarray, stopped_before_best: np.ndarray,
+                      stopped: np.ndarray) -> list[dict[str, Any]]:
+    """`summarize` for a rectangle of decisions: one row per (rule, params) in `heads`, from
+    (runs x len(heads)) arrays - NaN where a decision's field is None, `stopped_before_best`
+    as 0/1/NaN, `stopped` True where the decision has a stop step.
+
+    The same rows as `summarize` on the same decisions: a mean is `math.fsum` of the values
+    over their count, exactly what `statistics.fmean` computes (fsum is exact, so the
+    order does not matter), and a median is read off the sorted values as
+    `statistics.median` does.
+    """
+    dec = np.asarray(decidable, dtype=bool)
+    n_runs = dec.shape[0]
+    if n_runs == 0:
+        return []
+    n_decided = dec.sum(axis=0).tolist()
+    n_stopped = (dec & stopped).sum(axis=0).tolist()
+
+    def per_column(a: np.ndarray, median: bool) -> tuple[list[int], list, list]:
+        valid = dec & ~np.isnan(a)
+        counts = valid.sum(axis=0).tolist()
+        ordered = np.ascontiguousarray(np.sort(np.where(valid, a, np.nan), axis=0).T)  # NaN sort last
+        means, medians = [], []
+        for row, m in zip(ordered, counts):
+            if m == 0:
+                means.append(None)
+                medians.append(None)
+                continue
+            vals = row[:m].tolist()
+            means.append(math.fsum(vals) / m)
+            if median:
+                medians.append(vals[m // 2] if m % 2 else (vals[m // 2 - 1] + vals[m // 2]) / 2)
+        return counts, means, medians
+
+    reg_n, reg_mean, reg_median = per_column(np.asarray(regret, dtype=np.float64), True)
+    rel_n, rel_mean, rel_median = per_column(np.asarray(regret_rel, dtype=np.float64), True)
+    _, frac_mean, _ = per_column(np.asarray(fraction_saved, dtype=np.float64), False)
+    _, before_mean, _ = per_column(np.asarray(stopped_before_best, dtype=np.float64), False)
+    rows = []
+    for j, (rule, params) in enumerate(heads):
+        same = rel_n[j] == reg_n[j]
+        rows.append({
+            "rule": rule,
+            "params": dict(params),
+            "n_runs": n_runs,
+            "n_decided": n_decided[j],
+            "n_stopped": n_stopped[j],
+            "mean_regret": reg_mean[j],
+            "median_regret": reg_median[j],
+            "mean_regret_rel": rel_mean[j] if same else None,
+            "median_regret_rel": rel_median[j] if same else None,
+            "mean_fraction_saved": frac_mean[j],
+            "stopped_before_best_rate": before_mean[j],
             "pareto": False,
         })
     mark_pareto(rows)

@@ -31,13 +31,16 @@ the counter reaches the patience. What differs is what counts as an improvement:
   (`_first_reach`).
 
 Entry points: `sweep_indices(rule, runs, param_sets)` for bare (stop, best) index
-arrays (the benchmark), and `outcomes(rule, x, param_sets)` for full `Outcome`s on
-one run (what `replay` uses).
+arrays (the benchmark), `batch_outcomes(rule, xs, param_sets)` for many runs at once
+(what `replay` uses: index arrays plus each run's reasons, worded exactly as the
+reference scan words them, from the rule's count at the stop computed in one pass per
+distinct threshold / δ), and `outcomes(rule, x, param_sets)` for full `Outcome`s on one
+run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -217,31 +220,96 @@ def _sweep_hf(batch: Batch, param_sets: Sequence[Mapping[str, Any]]) -> SweepRes
     return SweepResult(stop, best, np.ones((r_count, P), dtype=bool))
 
 
-def _hf_counter(x: RuleInput, ps: Mapping[str, Any], stop: int | None, best: int | None) -> int:
-    """HF's counter at the stop (or at the end): evaluations since the last gain above the threshold."""
-    n = len(x.values)
-    if n == 0:
-        return 0
-    end = stop if stop is not None else n - 1
-    gain = _hf_gain(np.asarray(x.values, dtype=np.float64)[None, : end + 1])[0]
-    return int(end - np.flatnonzero(gain > float(ps["threshold"]))[-1])
+def _end_index(batch: Batch, stop: np.ndarray) -> np.ndarray:
+    """The evaluation a rule's count is read at: the stop, else the run's last (-1 for an empty run)."""
+    return np.where(stop >= 0, stop, (batch.lengths - 1)[:, None])
 
 
-def _hf_reason(x: RuleInput, ps: Mapping[str, Any], stop: int | None, best: int | None, counter: int) -> str:
-    # Worded exactly as logsage.rules.library.hf (tests compare the two).
-    from logsage.rules._common import evals, num, shown
+def _hf_counters(batch: Batch, param_sets: Sequence[Mapping[str, Any]], stop: np.ndarray,
+                 best: np.ndarray) -> np.ndarray:
+    """HF's counter at the stop (or at the end) for every run x parameter set: evaluations since
+    the last gain above the threshold (the first evaluation always counts as one), 0 for an empty run.
+    One running maximum per distinct threshold."""
+    v = batch.values
+    n = v.shape[1]
+    end = _end_index(batch, stop)
+    gain = _hf_gain(v)
+    idx = np.arange(n, dtype=np.int64)
+    out = np.zeros(stop.shape, dtype=np.int64)
+    for thr, ks in _groups(param_sets, lambda ps: float(ps["threshold"])).items():
+        cols = np.array(ks)
+        last = np.maximum.accumulate(np.where(gain > thr, idx, -1), axis=1)
+        e = end[:, cols]
+        out[:, cols] = np.where(e >= 0, e - np.take_along_axis(last, np.maximum(e, 0), axis=1), 0)
+    return out
 
-    best_txt = shown(x, best) if best is not None else "none (no finite evaluation)"
-    patience, threshold = int(ps["patience"]), float(ps["threshold"])
-    if stop is not None:
-        if stop == 0 and counter == 0:
-            why = "patience 0: HF stops right after the first evaluation"
+
+def _hf_words(param_sets: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """Per parameter set, the parts of the reason that do not depend on the run (see `_assemble`)."""
+    from logsage.rules._common import evals, num
+
+    first, second, never = [], [], []
+    for ps in param_sets:
+        patience, thr = int(ps["patience"]), num(float(ps["threshold"]))
+        first.append(f" did not improve by more than {thr} for ")
+        second.append(f" (patience {patience}) at step ")
+        never.append(f" never went {evals(patience)} without a gain above {thr} in ")
+    return {"first": first, "second": second, "never": never}
+
+
+def _with_metric(words: dict[str, list], metric: str, cache: dict) -> dict[str, list]:
+    """The words with the metric's name in front of "first" and "never" (cached per metric)."""
+    got = cache.get(metric)
+    if got is None:
+        got = cache[metric] = {**words, "first": [metric + w for w in words["first"]],
+                               "never": [metric + w for w in words["never"]]}
+    return got
+
+
+def _best_texts(best_of: Callable[[int], str]) -> Callable[[int], str]:
+    memo: dict[int, str] = {}
+
+    def best_txt(b: int) -> str:
+        t = memo.get(b)
+        if t is None:
+            t = memo[b] = best_of(b)
+        return t
+
+    return best_txt
+
+
+def _assemble(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.ndarray, counter: np.ndarray,
+              best_txt: Callable[[int], str]) -> list[str]:
+    """The stopped form of every reason: first + "<count> evaluation(s)" + second + "<stop step><best
+    text>", the count and the tail worded once per distinct value and each reason one join
+    (the caller rewrites the ones that did not stop)."""
+    from logsage.rules._common import evals
+
+    n1 = len(x.values) + 1
+    counts = {c: evals(c) for c in np.unique(counter).tolist()}
+    code = np.maximum(stop, 0) * n1 + best + 1
+    steps = x.steps
+    tails = {k: f"{int(steps[k // n1])}{best_txt(k % n1 - 1)}" for k in np.unique(code).tolist()}
+    return list(map("".join, zip(words["first"], map(counts.__getitem__, counter.tolist()), words["second"],
+                                 map(tails.__getitem__, code.tolist()))))
+
+
+def _hf_reasons(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.ndarray,
+                counter: np.ndarray, cache: dict) -> list[str]:
+    """One run's reasons, worded exactly as logsage.rules.library.hf (tests compare the two)."""
+    from logsage.rules._common import evals, shown
+
+    words = _with_metric(words, x.metric, cache)
+    best_txt = _best_texts(lambda b: "; best " + (shown(x, b) if b >= 0 else "none (no finite evaluation)"))
+    out = _assemble(x, words, stop, best, counter, best_txt) if len(x.values) else [""] * len(stop)
+    total, never = evals(len(x.values)), words["never"]
+    for k in np.flatnonzero((stop < 0) | ((stop == 0) & (counter == 0))).tolist():
+        b, c = int(best[k]), int(counter[k])
+        if stop[k] == 0:
+            out[k] = "patience 0: HF stops right after the first evaluation" + best_txt(b)
         else:
-            why = (f"{x.metric} did not improve by more than {num(threshold)} for "
-                   f"{evals(counter)} (patience {patience}) at step {int(x.steps[stop])}")
-        return f"{why}; best {best_txt}"
-    return (f"{x.metric} never went {evals(patience)} without a gain above {num(threshold)} "
-            f"in {evals(len(x.values))} (counter {counter} at the end); best {best_txt}")
+            out[k] = f"{never[k]}{total} (counter {c} at the end){best_txt(b)}"
+    return out
 
 
 # ---------------------------------------------------------------------- patience
@@ -420,54 +488,91 @@ def _sweep_patience(batch: Batch, param_sets: Sequence[Mapping[str, Any]]) -> Sw
     return SweepResult(stop, best, np.broadcast_to(decidable[:, None], (r_count, P)).copy())
 
 
-def _patience_counter(x: RuleInput, ps: Mapping[str, Any], stop: int | None, best: int | None) -> int:
-    """The `patience` rule's count at the stop (or at the last evaluation)."""
-    n = len(x.values)
-    if n == 0:
-        return 0
-    end = stop if stop is not None else n - 1
-    if ps["definition"] == "no-improvement":  # the best moves only on improvements: count since the best
-        return end - best if best is not None else 0  # nothing is counted before a first finite value
-    v = np.asarray(x.values, dtype=np.float64)[: end + 1]
+def _patience_counters(batch: Batch, param_sets: Sequence[Mapping[str, Any]], stop: np.ndarray,
+                       best: np.ndarray) -> np.ndarray:
+    """The `patience` rule's count at the stop (or at the last evaluation) for every run x parameter set."""
+    v = batch.values
+    r_count = v.shape[0]
+    end = _end_index(batch, stop)
+    out = np.zeros(stop.shape, dtype=np.int64)
     finite = np.isfinite(v)
-    prev = np.concatenate([[np.inf], np.minimum.accumulate(np.where(finite, v, np.inf))[:-1]])
-    with np.errstate(invalid="ignore"):
-        margin = float(ps["min_delta"]) * (np.abs(prev) if ps["relative"] else 1.0)
-        degraded = np.isfinite(prev) & (~finite | (v - prev > margin))
-    kept = np.flatnonzero(~degraded)
-    return int(end - (kept[-1] if kept.size else -1))
+    prev = np.concatenate([np.full((r_count, 1), np.inf),
+                           np.minimum.accumulate(np.where(finite, v, np.inf), axis=1)[:, :-1]], axis=1)
+    key = lambda ps: (ps["definition"], bool(ps["relative"]), float(ps["min_delta"]))  # noqa: E731
+    for (definition, relative, delta), ks in _groups(param_sets, key).items():
+        cols = np.array(ks)
+        e = end[:, cols]
+        if definition == "no-improvement":  # the best moves only on improvements: count since the best
+            b = best[:, cols]
+            out[:, cols] = np.where((b >= 0) & (e >= 0), e - b, 0)  # nothing counted before a finite value
+            continue
+        with np.errstate(invalid="ignore"):
+            margin = delta * (np.abs(prev) if relative else 1.0)
+            degraded = np.isfinite(prev) & (~finite | (v - prev > margin))
+        d = _counters(~degraded)
+        out[:, cols] = np.where(e >= 0, np.take_along_axis(d, np.maximum(e, 0), axis=1), 0)
+    return out
 
 
-def _patience_reason(x: RuleInput, ps: Mapping[str, Any], stop: int | None, best: int | None,
-                     counter: int) -> str:
-    # Worded exactly as logsage.rules.patience.patience_rule (tests compare the two).
-    from logsage.rules._common import best_phrase, check_series, evals
+def _patience_words(param_sets: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """Per parameter set, the parts of the reason that do not depend on the run (see `_assemble`)."""
+    from logsage.rules._common import evals
     from logsage.rules.patience import delta_words
+
+    first, second, never, degradation = [], [], [], []
+    for ps in param_sets:
+        patience = int(ps["patience"])
+        delta = delta_words(float(ps["min_delta"]), bool(ps["relative"]))
+        degradation.append(ps["definition"] == "degradation")
+        if degradation[-1]:
+            first.append(f" was worse than its best by more than {delta} for ")
+            second.append(f" in a row (patience {patience}) at step ")
+            never.append(f" was never worse than its best by more than {delta} for {evals(patience)} in a row in ")
+        else:
+            first.append(f" did not improve by more than {delta} for ")
+            second.append(f" (patience {patience}) at step ")
+            never.append(f" never went {evals(patience)} without improving by more than {delta} in ")
+    return {"first": first, "second": second, "never": never, "degradation": degradation}
+
+
+def _patience_reasons(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.ndarray,
+                      counter: np.ndarray, cache: dict) -> list[str]:
+    """One run's reasons, worded exactly as logsage.rules.patience.patience_rule (tests compare the two)."""
+    from logsage.rules._common import best_phrase, check_series, evals
 
     bad = check_series(x, "patience")
     if bad is not None:
-        return bad.reason
-    patience, n = int(ps["patience"]), len(x.values)
-    delta = delta_words(float(ps["min_delta"]), bool(ps["relative"]))
-    if ps["definition"] == "degradation":
-        if stop is not None:
-            return (f"{x.metric} was worse than its best by more than {delta} for {evals(counter)} in a "
-                    f"row (patience {patience}) at step {int(x.steps[stop])}; {best_phrase(x, best)}")
-        return (f"{x.metric} was never worse than its best by more than {delta} for {evals(patience)} "
-                f"in a row in {evals(n)}; {best_phrase(x, best)}")
-    if stop is not None:
-        return (f"{x.metric} did not improve by more than {delta} for {evals(counter)} "
-                f"(patience {patience}) at step {int(x.steps[stop])}; {best_phrase(x, best)}")
-    return (f"{x.metric} never went {evals(patience)} without improving by more than {delta} "
-            f"in {evals(n)} (count {counter} at the end); {best_phrase(x, best)}")
+        return [bad.reason] * len(stop)
+    words = _with_metric(words, x.metric, cache)
+    best_txt = _best_texts(lambda b: "; " + best_phrase(x, b if b >= 0 else None))
+    out = _assemble(x, words, stop, best, counter, best_txt)
+    total, never, degradation = evals(len(x.values)), words["never"], words["degradation"]
+    for k in np.flatnonzero(stop < 0).tolist():
+        b, c = int(best[k]), int(counter[k])
+        if degradation[k]:
+            out[k] = f"{never[k]}{total}{best_txt(b)}"
+        else:
+            out[k] = f"{never[k]}{total} (count {c} at the end){best_txt(b)}"
+    return out
 
 
 # ---------------------------------------------------------------------- registry
-# rule -> (sweep, reason wording, counter at the stop)
-_SWEEPS: dict[str, tuple[Callable[[Batch, Sequence[Mapping[str, Any]]], SweepResult], Callable, Callable]] = {
-    "hf": (_sweep_hf, _hf_reason, _hf_counter),
-    "patience": (_sweep_patience, _patience_reason, _patience_counter),
+@dataclass(frozen=True)
+class _Form:
+    sweep: Callable[[Batch, Sequence[Mapping[str, Any]]], SweepResult]
+    counters: Callable[..., np.ndarray]  # the rule's count at the stop, for the reasons
+    words: Callable[[Sequence[Mapping[str, Any]]], dict]  # per parameter set, run-independent wording
+    reasons: Callable[..., list[str]]  # one run's reasons
+
+
+_SWEEPS: dict[str, _Form] = {
+    "hf": _Form(_sweep_hf, _hf_counters, _hf_words, _hf_reasons),
+    "patience": _Form(_sweep_patience, _patience_counters, _patience_words, _patience_reasons),
 }
+
+# Runs are swept in chunks of similar length of at most this many (runs x evaluations) cells,
+# so that a few long runs do not pad every short one (or memory) to their length.
+CHUNK_CELLS = 1 << 21
 
 
 def supports(rule: str) -> bool:
@@ -487,18 +592,64 @@ def sweep_indices(rule: str, runs: Sequence[np.ndarray], param_sets: Sequence[Ma
     """
     if rule not in _SWEEPS:
         raise KeyError(f"no sweep form for rule {rule!r}")
-    return _SWEEPS[rule][0](Batch.of(runs, steps), param_sets)
+    return _SWEEPS[rule].sweep(Batch.of(runs, steps), param_sets)
+
+
+@dataclass(frozen=True)
+class BatchOutcomes:
+    """One rule's outcomes for many runs x parameter sets: index arrays (runs x parameter sets,
+    NONE where None) plus what the reasons need; `outcomes(r)` / `reasons(r)` give one run's."""
+
+    rule: str
+    xs: Sequence[RuleInput]
+    param_sets: Sequence[Mapping[str, Any]]
+    stop: np.ndarray
+    best: np.ndarray
+    decidable: np.ndarray
+    counter: np.ndarray  # the rule's count at the stop (or at the end), for the wording
+    words: dict  # per parameter set, the run-independent parts of the reasons
+    cache: dict = field(default_factory=dict, repr=False)  # the words with a metric's name, per name
+
+    def reasons(self, r: int) -> list[str]:
+        """Run r's reasons, one per parameter set, exactly as the rule's own scan words them."""
+        return _SWEEPS[self.rule].reasons(self.xs[r], self.words, self.stop[r], self.best[r], self.counter[r],
+                                          self.cache)
+
+    def outcomes(self, r: int) -> list[Outcome]:
+        stop, best, dec = self.stop[r].tolist(), self.best[r].tolist(), self.decidable[r].tolist()
+        return [Outcome(s if s != NONE else None, b if b != NONE else None, why, bool(d))
+                for s, b, d, why in zip(stop, best, dec, self.reasons(r))]
+
+
+def batch_outcomes(rule: str, xs: Sequence[RuleInput], param_sets: Sequence[Mapping[str, Any]]) -> BatchOutcomes:
+    """The rule's outcome for every run (its prepared `RuleInput`, not_before ignored: min_evals /
+    min_steps come from each parameter set) x parameter set, in a few whole-array passes.
+
+    Runs are sorted by length and swept in chunks (`CHUNK_CELLS`); the counts the
+    reasons quote are computed the same way (one pass per distinct threshold / δ).
+    """
+    form = _SWEEPS[rule]
+    r_count, p_count = len(xs), len(param_sets)
+    stop = np.full((r_count, p_count), NONE, dtype=np.int64)
+    best = np.full((r_count, p_count), NONE, dtype=np.int64)
+    decidable = np.ones((r_count, p_count), dtype=bool)
+    counter = np.zeros((r_count, p_count), dtype=np.int64)
+    order = sorted(range(r_count), key=lambda r: len(xs[r].values))
+    start = 0
+    while start < r_count:
+        end = start + 1
+        while end < r_count and (end + 1 - start) * max(len(xs[order[end]].values), 1) <= CHUNK_CELLS:
+            end += 1
+        rows = np.array(order[start:end], dtype=np.int64)
+        batch = Batch.of([xs[r].values for r in rows], [xs[r].steps for r in rows])
+        res = form.sweep(batch, param_sets)
+        stop[rows], best[rows], decidable[rows] = res.stop, res.best, res.decidable
+        counter[rows] = form.counters(batch, param_sets, res.stop, res.best)
+        start = end
+    return BatchOutcomes(rule, list(xs), list(param_sets), stop, best, decidable, counter,
+                         form.words(param_sets))
 
 
 def outcomes(rule: str, x: RuleInput, param_sets: Sequence[Mapping[str, Any]]) -> list[Outcome]:
     """The rule's full `Outcome` for each parameter set on one run; equal to the reference scan's."""
-    sweep_fn, reason_fn, counter_fn = _SWEEPS[rule]
-    res = sweep_fn(Batch.of([x.values], [x.steps]), param_sets)
-    out = []
-    for k, ps in enumerate(param_sets):
-        s, b = int(res.stop[0, k]), int(res.best[0, k])
-        stop = s if s != NONE else None
-        best = b if b != NONE else None
-        out.append(Outcome(stop, best, reason_fn(x, ps, stop, best, counter_fn(x, ps, stop, best)),
-                           bool(res.decidable[0, k])))
-    return out
+    return batch_outcomes(rule, [x], param_sets).outcomes(0)

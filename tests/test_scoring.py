@@ -65,6 +65,107 @@ def test_trend_edge_cases():
     assert scoring.trend(np.array([1.0, 2.0, 3.0, 100.0]), upto=2)[0] == pytest.approx(1.0)
 
 
+def _trend_linregress(raw, upto, window=scoring.TREND_WINDOW):
+    """The trend as logsage first computed it: scipy.stats.linregress on each window."""
+    from scipy import stats as sps
+
+    if upto < 0:
+        return None, None
+    lo = max(0, upto - window + 1)
+    y = np.asarray(raw[lo: upto + 1], dtype=np.float64)
+    x = np.arange(lo, upto + 1, dtype=np.float64)
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return None, None
+    x, y = x[ok], y[ok]
+    if np.all(y == y[0]):
+        return 0.0, None
+    res = sps.linregress(x, y)
+    slope, p = float(res.slope), float(res.pvalue)
+    return (slope if math.isfinite(slope) else None), (p if math.isfinite(p) else None)
+
+
+def _trend_series(rng, n):
+    kind = rng.integers(4)
+    if kind == 0:  # noisy decay, wide range of scales
+        v = rng.uniform(0.3, 2.0) + np.exp(-np.arange(n) / 7) + rng.normal(0, 10 ** rng.uniform(-8, -1), n)
+    elif kind == 1:  # few distinct values: ties and flat windows
+        v = rng.choice([0.5, 0.6, 0.7], n)
+    elif kind == 2:  # exact lines, where r is +-1 and only TINY keeps the t statistic finite
+        v = rng.uniform(-1, 1) * np.arange(n) + rng.uniform(0, 3)
+    else:  # large offsets
+        v = rng.uniform(1e3, 1e6) + rng.normal(0, 1, n)
+    special = rng.random(n) < 0.15
+    v[special] = rng.choice([math.nan, math.inf, -math.inf], special.sum())
+    return v
+
+
+def test_closed_form_trend_equals_linregress_bit_for_bit():
+    rng = np.random.default_rng(0)
+    runs = [_trend_series(rng, int(rng.integers(0, 40))) for _ in range(150)]
+    horizons = [list(range(-1, len(v))) for v in runs]
+    got = scoring.trend_runs(runs, horizons)
+    n_windows = n_tests = 0
+    for v, hs, answers in zip(runs, horizons, got):
+        assert answers == scoring.trend_many(v, hs)
+        for h, answer in zip(hs, answers):
+            want = _trend_linregress(v, h)
+            assert answer == want, (v[max(0, h - 4): h + 1], answer, want)  # exact, not approx
+            assert answer == scoring.trend(v, h)
+            n_windows += 1
+            n_tests += want[1] is not None
+    assert n_windows > 2000 and n_tests > 700
+    for w in (3, 4, 7):  # other window sizes
+        v = runs[3]
+        assert scoring.trend_many(v, range(len(v)), window=w) == [_trend_linregress(v, h, w) for h in range(len(v))]
+
+
+def test_trend_p_value_is_the_student_t_tail():
+    from scipy import stats as sps
+
+    y = np.array([1.0, 0.9, 0.85, 0.86, 0.84])
+    slope, p = scoring.trend(y, 4)
+    x = np.arange(5.0)
+    r = np.corrcoef(x, y)[0, 1]
+    t = r * math.sqrt(3 / (1 - r * r))
+    assert p == pytest.approx(2 * sps.t.sf(abs(t), 3), rel=1e-12)
+
+
+def test_overfit_gap_many_equals_the_scalar_gap():
+    rng = np.random.default_rng(1)
+    runs, horizons, want = [], [], []
+    for _ in range(200):
+        n = int(rng.integers(0, 30))
+        es = np.sort(rng.choice(2000, n, replace=False))
+        ev = rng.uniform(0, 2, n)
+        ev[rng.random(n) < 0.2] = math.nan
+        m = int(rng.integers(0, 80))
+        ts = np.sort(rng.choice(2000, m, replace=False))
+        tv = rng.uniform(0, 2, m)
+        tv[rng.random(m) < 0.2] = math.inf
+        if rng.random() < 0.1:
+            ts = tv = None
+        hs = list(range(-1, n))
+        runs.append((es, ev, ts, tv))
+        horizons.append(hs)
+        want.append([None if h < 0 else scoring.overfit_gap(es, ev, ts, tv, int(es[h])) for h in hs])
+    assert scoring.overfit_gap_runs(runs, horizons) == want  # exact
+    assert [scoring.overfit_gap_many(*r, hs) for r, hs in zip(runs, horizons)] == want
+    assert any(g is not None for w in want for g in w)
+
+
+def test_prefix_best_is_hindsight_best_at_every_index():
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        n = int(rng.integers(0, 30))
+        v = rng.choice([0.5, 0.6, 0.7, math.nan, math.inf, -math.inf], n)
+        eligible = rng.random(n) < 0.7
+        for elig in (None, eligible):
+            got = scoring.prefix_best(v, elig)
+            want = [scoring.hindsight_best(v, elig, upto=t) for t in range(n)]
+            assert [None if g < 0 else g for g in got.tolist()] == want
+
+
 def test_overfit_gap_uses_points_at_or_before_the_step():
     es, ev = np.array([100, 200, 300, 400]), np.array([1.0, 0.9, math.nan, 0.95])
     ts, tv = np.array([50, 150, 250, 350, 450]), np.array([1.2, 0.8, 0.7, 0.6, 0.1])
@@ -106,6 +207,31 @@ def test_summarize_groups_by_rule_and_params():
     assert r["stopped_before_best_rate"] == pytest.approx(0.5)
     # patience 1: more regret (0.05) but more saved (0.4) than patience 3 (0, 0.1): both on the front.
     assert [r["pareto"] for r in rows] == [True, True]
+
+
+def test_summarize_columns_equals_summarize():
+    rng = np.random.default_rng(3)
+    n_runs, heads = 37, [("hf", {"patience": p}) for p in range(6)]
+    grid = [[None] * len(heads) for _ in range(n_runs)]
+    for r in range(n_runs):
+        for j, (rule, params) in enumerate(heads):
+            dec = bool(rng.random() < 0.85)
+            pick = lambda *xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+            reg = pick(None, 0.0, 0.1, float(rng.uniform(0, 1)), 0.3)
+            rel = None if reg is None else pick(None, reg * 2, math.inf) if j == 5 else reg * 3
+            grid[r][j] = _d(rule, params, reg if dec else None, rel if dec else None,
+                            pick(None, 0.0, float(rng.uniform(0, 1))) if dec else None,
+                            pick(None, True, False) if dec else None, decidable=dec,
+                            stop=pick(None, 100) if dec else None)
+    flat = [d for row in grid for d in row]
+    col = lambda f: np.array([[np.nan if getattr(d, f) is None else float(getattr(d, f)) for d in row]  # noqa: E731
+                              for row in grid])
+    got = scoring.summarize_columns(heads, np.array([[d.decidable for d in row] for row in grid]),
+                                    col("regret"), col("regret_rel"), col("fraction_saved"),
+                                    col("stopped_before_best"),
+                                    np.array([[d.stop_step is not None for d in row] for row in grid]))
+    assert got == scoring.summarize(flat)
+    assert scoring.summarize_columns(heads, *[np.zeros((0, len(heads)))] * 6) == []
 
 
 def _dominated_bruteforce(points):

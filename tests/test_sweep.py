@@ -116,8 +116,8 @@ def test_replay_switches_to_the_sweep_for_large_grids(monkeypatch):
     from logsage.history import History, Series
 
     calls = []
-    real = sweep.outcomes
-    monkeypatch.setattr(sweep, "outcomes", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = sweep.batch_outcomes
+    monkeypatch.setattr(sweep, "batch_outcomes", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     h = History(path="r", format="t", series={"eval_loss": Series("eval_loss", [1, 2, 3, 4],
                                                                   [1.0, 0.9, 0.95, 0.97])})
     replay_mod.replay([h], ["hf", "keras"])
@@ -126,3 +126,24 @@ def test_replay_switches_to_the_sweep_for_large_grids(monkeypatch):
     big = replay_mod.replay([h], ["hf", "keras"], grid={"patience": [1, 2, 3, 4, 5]})
     assert calls == ["hf"]  # keras has no sweep form
     assert big.decisions == small.decisions
+
+
+@pytest.mark.parametrize("chunk_cells", [1, 64, 1 << 21])
+def test_batch_outcomes_over_many_runs_equal_the_scan(monkeypatch, chunk_cells):
+    # Runs of every length swept together (and in chunks of similar length): each run's outcomes,
+    # reasons and counts included, are the scan's.
+    monkeypatch.setattr(sweep, "CHUNK_CELLS", chunk_cells)
+    rng = np.random.default_rng(11)
+    runs = [np.round(rng.random(n), 1) for n in (0, 1, 2, 7, 30, 3, 45, 12)]
+    runs[4][[3, 9]] = NAN
+    runs[6][20:23] = INF
+    runs[6][30] = -INF
+    xs = [_x(v, np.arange(len(v)) * 50) for v in runs]
+    for rule, grid in (("hf", {"patience": [0, 1, 3, 50], "threshold": [0.0, 0.05, 0.2], "min_evals": [0, 4]}),
+                       ("patience", {"patience": [0, 1, 3], "min_delta": [0.0, 0.05], "relative": [False, True],
+                                     "definition": ["no-improvement", "degradation"], "min_steps": [0, 120]})):
+        info = get_rule(rule)
+        psets = [resolve_params(info, dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
+        batch = sweep.batch_outcomes(rule, xs, psets)
+        for r, x in enumerate(xs):
+            assert batch.outcomes(r) == [_scan(rule, x, ps) for ps in psets], (rule, r)
