@@ -1,0 +1,36 @@
+"""The docs stay true: every command has help and is in the README, every rule is in the README's table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from logsage.cli import _COMMANDS, cli
+from logsage.rules import list_rules
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", list(_COMMANDS))
+def test_every_command_has_help_with_an_example_and_is_in_the_readme(name):
+    r = CliRunner().invoke(cli, [name, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output or "example" in r.output, f"{name} --help has no example"
+    assert re.search(rf"logsage {name}\b", README), f"README never shows `logsage {name}`"
+
+
+def test_every_rule_is_in_the_readme_table():
+    table = README[README.index("## Rules"):README.index("## Python API")]
+    for info in list_rules():
+        assert f"`{info.name}`" in table, f"rule {info.name} missing from the README's rules table"
+        assert info.reference and info.summary
+
+
+def test_readme_names_the_test_command_that_ci_runs():
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert 'pip install "torch==2.13.0" -e ".[test,train,report]" && python -m pytest -q' in README
+    assert 'python -m pip install -q "torch==2.13.0" -e ".[test,train,report]"' in ci
+    assert ci.rstrip().endswith("python -m pytest -q")
