@@ -79,6 +79,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from logsage import _startup
+
+    _startup.SKIP_NUMBA_BLAS_PROBE = True  # the CLI owns its process: see logsage/_startup.py
 
 
 def main() -> None:  # pragma: no cover

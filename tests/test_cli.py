@@ -124,3 +124,21 @@ def test_several_runs_one_bad(tmp_path):
     assert out.returncode == 1
     doc = json.loads(out.stdout)
     assert len(doc["runs"]) == 1 and doc["errors"][0]["run"] == str(tmp_path / "missing")
+
+
+def test_cli_reads_event_files_without_numba_probing_scipy_linalg(tmp_path):
+    # numba's optional BLAS probe imports scipy.linalg (~0.4 s of a cold ingest); the CLI
+    # skips it because logsage's kernel uses no BLAS (logsage/_startup.py).
+    run = ROOT / "fixtures" / "real-runs" / "tfevents" / "lightning-seq2seq-translit-v15"
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from logsage.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['ingest', {str(run)!r}, '--json', '--no-cache'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "import scipy.linalg.cython_blas  # still importable afterwards\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

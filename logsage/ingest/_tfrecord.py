@@ -20,8 +20,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import contextlib
+import sys
+
 import numpy as np
 from numba import njit
+
+from logsage import _startup
+
+_BLAS = "scipy.linalg.cython_blas"
+
+
+@contextlib.contextmanager
+def _numba_start():
+    """Around the first kernel call, which initialises numba's CPU target: when the CLI asks
+    (logsage/_startup.py), make numba's optional BLAS probe fail instead of importing scipy.linalg."""
+    block = (_startup.SKIP_NUMBA_BLAS_PROBE and "numba.np.arraymath" not in sys.modules
+             and _BLAS not in sys.modules)
+    if block:
+        sys.modules[_BLAS] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if block and sys.modules.get(_BLAS, 0) is None:
+            del sys.modules[_BLAS]
 
 # Damage codes written by the kernel (`counters[_ERR_CODE]`); the reader turns them into words.
 DAMAGE_NONE = 0
@@ -585,8 +607,9 @@ def scan_bytes(buf: np.ndarray) -> RawScan:
     counters[_FIRST_MALFORMED] = -1
     walls = np.full(2, np.nan)
     while True:
-        status = _scan_kernel(buf, _TABLES, p_step, p_wall, p_value, p_tag, slots, t_start, t_len, t_hash,
-                              t_plugin, t_double, counters, walls)
+        with _numba_start():
+            status = _scan_kernel(buf, _TABLES, p_step, p_wall, p_value, p_tag, slots, t_start, t_len, t_hash,
+                                  t_plugin, t_double, counters, walls)
         if status == _DONE:
             break
         if status == _NEED_POINTS:
