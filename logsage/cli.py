@@ -52,6 +52,12 @@ class _Group(click.Group):
             return None
         return importlib.import_module(mod).command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `--debug` is a group option; accept it after the subcommand too (`logsage replay ... --debug`).
+        if "--debug" in args[1:] and "--" not in args[: args.index("--debug")]:
+            args = ["--debug", *[a for a in args if a != "--debug"]]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         from logsage.errors import LogsageError
 

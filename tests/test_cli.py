@@ -117,6 +117,8 @@ def test_unreadable_file_names_the_file(tmp_path):
     assert out.returncode == 1 and str(p) in out.stderr and "Traceback" not in out.stderr
     dbg = _run("--debug", "ingest", str(p))
     assert "Traceback" in dbg.stderr
+    after = _run("ingest", str(p), "--debug")  # also accepted after the subcommand
+    assert "Traceback" in after.stderr
 
 
 def test_several_runs_one_bad(tmp_path):
