@@ -95,6 +95,20 @@ _SWIFT_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)
 _TIMEDELTA = re.compile(r"^\s*(?:(-?\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)\s*$")
 
 
+def add_progress_record(points: "PointCollector", res: Any, step: int, rec: dict, *, skip: Any, file: str) -> None:
+    """Add one JSON-lines record of a trainer that logs its progress (ms-swift, LLaMA-Factory).
+
+    Its `elapsed_time` string ("10m 52s", "9 days, 18:32:24") becomes the wall time of its
+    points, in seconds since the run started (`meta["wall_time_origin"] = "run_start"`).
+    """
+    elapsed = parse_duration(rec.get("elapsed_time"))
+    if elapsed is not None:
+        res.meta["elapsed_seconds_last"] = elapsed
+        res.meta["wall_time_origin"] = "run_start"  # elapsed seconds, not seconds since the epoch
+    points.note_record(step, rec.keys(), file=file)
+    points.add_fields(step, [(k, v) for k, v in rec.items() if k not in skip], file=file, wall_time=elapsed)
+
+
 def parse_duration(text: Any) -> float | None:
     """Seconds from ``"10m 52s"``, ``"8h 8m 1s"``, ``"1d 2h 0m 3s"`` (ms-swift) or
     ``"0:00:32"``, ``"9 days, 18:32:24"`` (Python's `str(timedelta)`, LLaMA-Factory); else None."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import PointCollector, as_step, natural_key, parse_duration, read_jsonl, starts_json_object
+from logsage.ingest._text import PointCollector, add_progress_record, as_step, natural_key, read_jsonl, starts_json_object
 from logsage.ingest.base import ReadContext, ReadResult
 
 FORMAT = "llamafactory"
@@ -56,13 +56,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             total = as_step(rec.get("total_steps"))
             if total:
                 res.meta["max_steps"] = total
-            elapsed = parse_duration(rec.get("elapsed_time"))
-            if elapsed is not None:
-                res.meta["elapsed_seconds_last"] = elapsed
-                res.meta["wall_time_origin"] = "run_start"  # elapsed seconds, not seconds since the epoch
-            points.note_record(step, rec.keys(), file=file)
-            points.add_fields(step, [(k, v) for k, v in rec.items() if k not in _BOOKKEEPING], file=file,
-                              wall_time=elapsed)
+            add_progress_record(points, res, step, rec, skip=_BOOKKEEPING, file=file)
         if no_step:
             res.cleanups.append(Cleanup("dropped_record", f"{no_step} record(s) without current_steps skipped",
                                         file=file, count=no_step))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from logsage.errors import IngestError
 from logsage.history import Cleanup
-from logsage.ingest._text import (HF_SUMMARY_KEYS, PointCollector, as_step, natural_key, parse_duration, read_jsonl,
+from logsage.ingest._text import (HF_SUMMARY_KEYS, PointCollector, add_progress_record, as_step, natural_key, read_jsonl,
                                   starts_json_object, whole_first_line)
 from logsage.ingest.base import ReadContext, ReadResult, to_float
 
@@ -100,13 +100,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                 if "train_runtime" in res.summary:
                     res.meta["train_runtime"] = res.summary["train_runtime"]
                 continue
-            elapsed = parse_duration(rec.get("elapsed_time"))
-            if elapsed is not None:
-                res.meta["elapsed_seconds_last"] = elapsed
-                res.meta["wall_time_origin"] = "run_start"  # elapsed seconds, not seconds since the epoch
-            points.note_record(step, rec.keys(), file=file)
-            points.add_fields(step, [(k, v) for k, v in rec.items() if k not in _BOOKKEEPING], file=file,
-                              wall_time=elapsed)
+            add_progress_record(points, res, step, rec, skip=_BOOKKEEPING, file=file)
         if no_step:
             res.cleanups.append(Cleanup("dropped_record", f"{no_step} record(s) without a global_step skipped",
                                         file=file, count=no_step))
