@@ -34,3 +34,19 @@ def test_readme_names_the_test_command_that_ci_runs():
     assert 'pip install "torch==2.13.0" -e ".[test,train,report]" && python -m pytest -q' in README
     assert 'python -m pip install -q "torch==2.13.0" -e ".[test,train,report]"' in ci
     assert ci.rstrip().endswith("python -m pytest -q")
+
+
+def test_example_script_runs_on_the_bundled_runs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    runs = sorted(str(p) for p in (root / "fixtures" / "real-runs" / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
+    out = subprocess.run([sys.executable, "examples/compare_rules.py", *runs], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert sum(" none " in line and "stop  never" in line for line in lines) == len(runs)  # the baseline never stops
+    summary = [line for line in lines if line[:2] in ("* ", "  ") and "median regret" in line]
+    assert len(summary) == 5  # one row per rule in the example
+    none_row = next(line for line in summary if line[2:].startswith("none "))
+    assert "median regret 0.0%" in none_row and "mean saved 0%" in none_row  # the baseline by definition
