@@ -241,8 +241,9 @@ def expand_rules(rules: Iterable[RuleSpec], grid: Mapping[str, Sequence[Any]] | 
 
     "all" expands to every registered rule with its defaults. A grid key applies to
     every asked rule that has that parameter (its own, an alias, or min_evals /
-    min_steps) and replaces a value the spec gave; a key no asked rule has is a
-    RuleConfigError. Identical (rule, parameters) pairs are kept once.
+    min_steps); a key no asked rule has, or one a spec already sets (which of the two
+    values was meant?), is a RuleConfigError. Identical (rule, parameters) pairs are
+    kept once.
     """
     asked: list[tuple[RuleInfo, dict[str, Any]]] = []
     for spec in rules:
@@ -274,8 +275,10 @@ def expand_rules(rules: Iterable[RuleSpec], grid: Mapping[str, Sequence[Any]] | 
             merged = dict(given)
             for k, v in zip(keys, combo):
                 canonical = info.aliases.get(k, k)
-                for gk in [g for g in merged if info.aliases.get(g, g) == canonical]:
-                    del merged[gk]  # the grid replaces the spec's value (whatever name it used)
+                clash = [g for g in merged if info.aliases.get(g, g) == canonical]
+                if clash:
+                    raise RuleConfigError(f"rule {info.name} sets {clash[0]} and the grid sweeps {k}; "
+                                          "drop one of them")
                 merged[k] = v
             params = resolve_params(info, merged)
             key = scoring.params_key(info.name, params)

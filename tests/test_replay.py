@@ -116,11 +116,13 @@ def test_expand_all_and_grid():
                    ("keras", 1, None), ("keras", 2, None)]
 
 
-def test_grid_replaces_spec_value_and_accepts_aliases_and_common_params():
-    pairs = expand_rules(["hf:patience=9,threshold=0.5"], {"early_stopping_patience": [1, 3]})
+def test_grid_accepts_aliases_and_common_params_and_refuses_a_value_the_spec_sets():
+    pairs = expand_rules(["hf:threshold=0.5"], {"early_stopping_patience": [1, 3]})
     assert [(p["patience"], p["threshold"]) for _, p in pairs] == [(1, 0.5), (3, 0.5)]
     pairs = expand_rules(["gl"], {"min_evals": [0, 5]})
     assert [p["min_evals"] for _, p in pairs] == [0, 5]
+    with pytest.raises(RuleConfigError, match="sets patience and the grid sweeps early_stopping_patience"):
+        expand_rules(["hf:patience=9,threshold=0.5"], {"early_stopping_patience": [1, 3]})
 
 
 def test_grid_errors_and_dedupe():

@@ -346,3 +346,10 @@ def test_left_out_run_is_named_once(tmp_path):
     res = CliRunner().invoke(cli, ["tune", missing, *ok, "--rule", "hf", "--json"])
     assert next(ln for ln in res.stderr.splitlines() if "left out" in ln).count(missing) == 1
     assert missing not in json.loads(res.stdout)["excluded"][0]["reason"]  # the run is in its own field
+
+
+def test_tune_refuses_a_grid_that_sweeps_a_value_the_rule_spec_sets():
+    from logsage.errors import RuleConfigError
+
+    with pytest.raises(RuleConfigError, match="drop one of them"):
+        tune(SYNTHETIC, rules=["hf:patience=3"], grid={"patience": [1, 2]})

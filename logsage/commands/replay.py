@@ -28,21 +28,6 @@ def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
     return grid
 
 
-def _check_grid_conflicts(rules: tuple[str, ...], grid: dict[str, list[str]]) -> None:
-    """A parameter set both in a --rule and by --grid is ambiguous: refuse it rather than drop one."""
-    from logsage.errors import RuleConfigError
-    from logsage.rules import get_rule, parse_rule_spec
-
-    for spec in rules:
-        if spec == "all":
-            continue
-        name, given = parse_rule_spec(spec)
-        info = get_rule(name)
-        for key in given:
-            if info.aliases.get(key, key) in grid:
-                raise RuleConfigError(f"--rule {spec} sets {key} and --grid sweeps it; drop one of them")
-
-
 @click.command("replay")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--rule", "rules", multiple=True, required=True, metavar="NAME[:k=v,...]",
@@ -90,7 +75,6 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
 
     if as_json and as_csv:
         raise UsageError("--json and --csv are exclusive; pick one")
-    _check_grid_conflicts(rules, _parse_grid(grid))
     if plot_path:
         from logsage.plot import check_plot_target
 
