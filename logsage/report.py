@@ -236,7 +236,8 @@ def _run_message(run: str, message: str) -> str:
     return run_message(run, message)
 
 
-def _spec(rule: str, params: dict) -> str:
+def rule_label(rule: str, params: dict) -> str:
+    """The short `--rule` spec that labels a decision in plots and tables (non-default parameters only)."""
     try:
         from logsage.tune import rule_spec
 
@@ -260,7 +261,7 @@ def run_figure(history: History, decisions: Sequence[Any], index: int, colors: d
     if best is not None:
         fig.best_step, fig.best_value = best.best_step, best.best_value
     for d in decisions:
-        label = _spec(d.rule, d.params)
+        label = rule_label(d.rule, d.params)
         if not d.decidable:
             tip = f"{label}: cannot judge this run: {d.reason}"
         else:
@@ -286,7 +287,7 @@ def pareto_figure(summary: Sequence[dict], colors: dict[str, str]) -> ParetoFigu
         reg, sav = r.get(key), r.get("mean_fraction_saved")
         if reg is None or sav is None or not (math.isfinite(reg) and math.isfinite(sav)):
             continue
-        label = _spec(r["rule"], r["params"])
+        label = rule_label(r["rule"], r["params"])
         pts.append(ParetoPoint(label, float(sav), float(reg), bool(r.get("pareto")), colors.get(label, PALETTE[0])))
     if not pts:
         return None
@@ -710,7 +711,8 @@ def write_pngs(report: Report, png_dir: str | os.PathLike) -> list[str]:
     return out
 
 
-def _colors(labels: Sequence[str]) -> dict[str, str]:
+def rule_colors(labels: Sequence[str]) -> dict[str, str]:
+    """One palette colour per distinct label, in first-seen order (stable across a report's plots)."""
     out: dict[str, str] = {}
     for label in labels:
         if label not in out:
@@ -726,8 +728,8 @@ def render_html(histories: Sequence[History], replay_result: Any, *, title: str 
 
     cost = cost or CostModel()
     decisions = list(replay_result.decisions)
-    labels = [_spec(d.rule, d.params) for d in decisions]
-    colors = _colors(labels)
+    labels = [rule_label(d.rule, d.params) for d in decisions]
+    colors = rule_colors(labels)
     # replay gives every run the same (rule, parameters) list, in the order of the runs: slicing
     # by position keeps two runs given under the same path apart.
     per = len(decisions) // len(histories) if histories and len(decisions) % len(histories) == 0 else 0
@@ -793,7 +795,7 @@ def _summary_section(summary: Sequence[dict], cost_rows: Sequence[dict], pf: Par
     rows = []
     for r in summary:
         c = cost_by_key.get(params_key(r["rule"], r["params"]), {})
-        rows.append("<tr>" + f"<td>{_esc(_spec(r['rule'], r['params']))}</td>"
+        rows.append("<tr>" + f"<td>{_esc(rule_label(r['rule'], r['params']))}</td>"
                     + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
                     + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_regret"]) + _td(r["mean_fraction_saved"], "pct")
@@ -922,7 +924,7 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
         kept = "–" if d.selected_step is None else f"{d.selected_step} ({_fmt(d.selected_value)})"
         regret = "–" if d.regret is None else f"{_fmt(d.regret)} ({_pct(d.regret_rel)})"
         trend = "–" if d.trend_slope is None else f"{d.trend_slope:+.3g}/eval (p {_fmt(d.trend_p, '.2g')})"
-        rows.append("<tr>" + f"<td>{_esc(_spec(d.rule, d.params))}</td>" + _td(d.stop_step)
+        rows.append("<tr>" + f"<td>{_esc(rule_label(d.rule, d.params))}</td>" + _td(d.stop_step)
                     + _num_td(d.selected_step, kept) + _num_td(d.regret, regret) + _td(d.fraction_saved, "pct")
                     + _td(c.gpu_hours_saved if c else None)
                     + (_td(c.money_saved if c else None, spec=",.2f") if priced else "")
