@@ -835,21 +835,22 @@ def replay_paths(paths: Sequence[str | os.PathLike], rules: Iterable[RuleSpec], 
 
     Rules, grid and mode are validated before any file is read.
     """
-    from logsage.ingest import load_history
+    from logsage.ingest import load_histories
 
     if mode is not None:
         check_mode(mode)
     _check_engine(engine)
     pairs = expand_rules(rules, grid)  # fail fast on a bad rule, before reading anything
+    histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
+    # Back in the order the paths were given: each path is either the next error or the next history.
+    pending_errors, next_history = list(errors), iter(histories)
     loaded: list[History | tuple[str, str]] = []
     for p in paths:
-        try:
-            loaded.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
-        except LogsageError as e:
-            if e.exit_code == 2:  # a usage error (a bad --format) is every run's problem
-                raise
-            loaded.append((str(p), str(e)))
-    histories = [h for h in loaded if isinstance(h, History)]
+        if pending_errors and pending_errors[0]["run"] == str(p):
+            e = pending_errors.pop(0)
+            loaded.append((e["run"], e["error"]))
+        else:
+            loaded.append(next(next_history))
     with _gc_paused():
         replayed = iter(_replay_many(histories, pairs, metric, mode, engine))
         per_run = [next(replayed) if isinstance(h, History) else
