@@ -7,12 +7,12 @@
    adapters (r=16, alpha=32, every linear layer, non-zero lora_B).
 2. Merges adapter 1 into the base two ways, each in its own subprocess, run one
    after the other: the standard path (`from_pretrained`, `PeftModel`,
-   `merge_and_unload`, `save_pretrained`) and `logsage.merge.merge_streaming`. Each
+   `merge_and_unload`, `save_pretrained`) and `logsage.ship.merge.merge_streaming`. Each
    child reports its wall time for the merge (imports excluded, listed apart) and
    its peak RSS (VmHWM from /proc/self/status, which counts mmapped file pages too).
    The parent then compares the two outputs tensor by tensor (bit-identical, or
    the largest difference in bf16 ulps).
-3. Re-evaluates K candidates with `logsage.evaluate.evaluate_checkpoints`: once with
+3. Re-evaluates K candidates with `logsage.ship.evaluate.evaluate_checkpoints`: once with
    all K (one base load, K adapter swaps) and K times with one candidate each (K
    base loads), and prints both timings.
 
@@ -90,7 +90,7 @@ def build_adapter(base: Path, folder: Path, seed: int) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     index = json.loads((base / "model.safetensors.index.json").read_text())["weight_map"]
-    from logsage.merge import base_entries
+    from logsage.ship.merge import base_entries
 
     entries = base_entries(base)
     g = torch.Generator().manual_seed(seed)
@@ -121,7 +121,7 @@ def child(kind: str, base: str, adapter: str, out: str) -> None:
     else:
         import torch  # noqa: F401  (imported by the merge anyway; counted with the imports, as above)
 
-        from logsage.merge import merge_streaming
+        from logsage.ship.merge import merge_streaming
     imports = time.perf_counter() - t0
     rss_imports = peak_rss_mb()
     t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def run_child(kind: str, base: Path, adapter: Path, out: Path) -> dict:
 def compare(a: Path, b: Path) -> dict:
     import torch
 
-    from logsage.merge import base_entries, read_tensor
+    from logsage.ship.merge import base_entries, read_tensor
 
     ea, eb = base_entries(a), base_entries(b)
     assert set(ea) == set(eb), set(ea) ^ set(eb)
@@ -170,7 +170,7 @@ def compare(a: Path, b: Path) -> dict:
 
 def reeval_child(mode: str, base: str, adapters: list[str]) -> None:
     """Re-evaluate the candidates: all with one base load ("shared") or each with its own ("separate")."""
-    from logsage.evaluate import EvalSettings, evaluate_checkpoints
+    from logsage.ship.evaluate import EvalSettings, evaluate_checkpoints
 
     data = [str(ROOT / "examples" / "data" / "tiny_alpaca_eval.jsonl")]
     # float32 compute: bf16 matmuls are slow on CPUs, and the forward passes would hide the load times

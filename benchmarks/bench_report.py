@@ -9,7 +9,7 @@ Two cases from the issue, each timed three ways:
 
 Timings (best of `--repeat`):
 
-* `render`: `logsage.report.render_html` alone, decisions already replayed;
+* `render`: `logsage.report.html.render_html` alone, decisions already replayed;
 * `build`: `build_report` = replay through the default rules + render, histories in memory;
 * `cli`: `python -m logsage report RUN... --out report.html` in a fresh process on the runs
   written as trainer_state.json files: interpreter start, imports, reading, replay, render
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from logsage.history import Checkpoint, History, Series  # noqa: E402
+from logsage.core.history import Checkpoint, History, Series  # noqa: E402
 
 
 def make_run(path: str, n_evals: int, train_per_eval: int, seed: int, checkpoints: bool) -> History:
@@ -82,8 +82,8 @@ def best_of(fn, repeat: int) -> tuple[float, float]:
 
 
 def bench_case(name: str, histories: list[History], tmp: Path, repeat: int) -> dict:
-    from logsage.replay import replay
-    from logsage.report import DEFAULT_REPORT_RULES, build_report, render_html
+    from logsage.replay.engine import replay
+    from logsage.report.html import DEFAULT_REPORT_RULES, build_report, render_html
 
     rules = DEFAULT_REPORT_RULES
     result = replay(histories, rules)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 
 from logsage.ingest import load_histories
-from logsage.replay import replay
-from logsage.tune import rule_spec
+from logsage.replay.engine import replay
+from logsage.analysis.tune import rule_spec
 
 RULES = [
     "hf:patience=3,threshold=1e-4",  # the common blog recipe

@@ -18,11 +18,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LogsageError": "logsage.errors",
-    "Checkpoint": "logsage.history",
-    "Cleanup": "logsage.history",
-    "History": "logsage.history",
-    "Series": "logsage.history",
+    "LogsageError": "logsage.core.errors",
+    "Checkpoint": "logsage.core.history",
+    "Cleanup": "logsage.core.history",
+    "History": "logsage.core.history",
+    "Series": "logsage.core.history",
     "FORMATS": "logsage.ingest",
     "formats": "logsage.ingest",
     "load_history": "logsage.ingest",

@@ -1,6 +1,6 @@
 """`python -m logsage` runs the CLI."""
 
-from logsage.cli import cli
+from logsage.cli.main import cli
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -50,7 +50,7 @@ def train_tiny_cli(args: list[str]):
 
     from click.testing import CliRunner
 
-    from logsage.cli import cli
+    from logsage.cli.main import cli
 
     with _OneTorchThread():
         result = CliRunner().invoke(cli, ["train", *args, "--json"], catch_exceptions=False)

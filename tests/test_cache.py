@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import logsage
-from logsage.ingest import tensorboard as tb
+from logsage.ingest.readers import tensorboard as tb
 from logsage.ingest.cache import FileCache, default_cache_dir
 
 

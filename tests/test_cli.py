@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from logsage.cli import cli
+from logsage.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "fixtures" / "real-runs" / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan"
@@ -23,11 +23,11 @@ def _run(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def test_import_cli_and_analysis_commands_never_import_torch():
     code = (
-        "import sys, logsage.cli\n"
+        "import sys, logsage.cli.main\n"
         "from click.testing import CliRunner\n"
         "r = CliRunner()\n"
         "def ok(args):\n"
-        "    res = r.invoke(logsage.cli.cli, args)\n"
+        "    res = r.invoke(logsage.cli.main.cli, args)\n"
         "    assert res.exit_code == 0 and res.exception is None, (args, res.output)\n"
         "ok(['--help'])\n"
         f"ok(['ingest', {str(RUN)!r}, '--json'])\n"
@@ -55,7 +55,7 @@ def test_python_dash_m_works():
 
 
 def test_format_names_match_readers():
-    from logsage.commands._output import FORMAT_NAMES
+    from logsage.cli.output import FORMAT_NAMES
     from logsage.ingest import _READER_MODULES, formats
 
     # One --format choice per reader module, and every choice has a reader that loaded.
@@ -130,12 +130,12 @@ def test_several_runs_one_bad(tmp_path):
 
 def test_cli_reads_event_files_without_numba_probing_scipy_linalg(tmp_path):
     # numba's optional BLAS probe imports scipy.linalg (~0.4 s of a cold ingest); the CLI
-    # skips it because logsage's kernel uses no BLAS (logsage/_startup.py).
+    # skips it because logsage's kernel uses no BLAS (logsage/core/startup.py).
     run = ROOT / "fixtures" / "real-runs" / "tfevents" / "lightning-seq2seq-translit-v15"
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from logsage.cli import cli\n"
+        "from logsage.cli.main import cli\n"
         f"r = CliRunner().invoke(cli, ['ingest', {str(run)!r}, '--json', '--no-cache'])\n"
         "assert r.exit_code == 0, r.output\n"
         "print('scipy.linalg' in sys.modules)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from logsage.cli import cli
+from logsage.cli.main import cli
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 WHISPER = str(REAL / "hf_trainer_state" / "whisper-large-v2-ja-38ep")
@@ -75,7 +75,7 @@ def test_adaptive_budget_is_only_the_stated_one(tmp_path):
     # Without max_steps in the log, adaptive cannot know the progress: it must say so
     # rather than take the last logged step (which a later evaluation would change).
     import logsage
-    from logsage.replay import replay
+    from logsage.replay.engine import replay
 
     state = json.loads((Path(WHISPER) / "trainer_state.json").read_text())
     state.pop("max_steps")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from logsage.cost import CostModel, cost_report, costs, decision_cost, run_hours, time_source, totals
-from logsage.errors import UsageError
-from logsage.history import History, Series
-from logsage.replay import replay
+from logsage.analysis.cost import CostModel, cost_report, costs, decision_cost, run_hours, time_source, totals
+from logsage.core.errors import UsageError
+from logsage.core.history import History, Series
+from logsage.replay.engine import replay
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 
@@ -115,7 +115,7 @@ def test_real_event_file_wall_times():
 
 
 def test_tune_cli_reports_gpu_hours_and_money_consistently():
-    from logsage.cli import cli
+    from logsage.cli.main import cli
 
     runs = [str(REAL / "tfevents" / n) for n in ("lightning-seq2seq-translit-v15", "lightning-seq2seq-translit-v13",
                                                  "lightning-seq2seq-translit-v10")]
@@ -134,7 +134,7 @@ def test_tune_cli_reports_gpu_hours_and_money_consistently():
 def test_tune_terminal_per_run_table_has_gpu_hours_and_money():
     """The leave-one-run-out table of `logsage tune` (terminal) shows each left-out run's GPU-hours
     and money saved, the same figures as the JSON's folds."""
-    from logsage.cli import cli
+    from logsage.cli.main import cli
 
     runs = [str(REAL / "tfevents" / n) for n in ("lightning-seq2seq-translit-v15", "lightning-seq2seq-translit-v13",
                                                  "lightning-seq2seq-translit-v10")]

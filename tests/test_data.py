@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from logsage.errors import DataError
+from logsage.core.errors import DataError
 from logsage.train.data import (
     IGNORE_INDEX,
     check_eval_size,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from logsage.cli import _COMMANDS, cli
+from logsage.cli.main import _COMMANDS, cli
 from logsage.rules import list_rules
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""Re-evaluation (logsage.evaluate) on the real trained tiny run: HF Trainer's eval_loss, one base load, paired test."""
+"""Re-evaluation (logsage.ship.evaluate) on the real trained tiny run: HF Trainer's eval_loss, one base load, paired test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logsage.evaluate import EvalData, EvalSettings, evaluate_checkpoints, paired_test
+from logsage.ship.evaluate import EvalData, EvalSettings, evaluate_checkpoints, paired_test
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning")]
 EVAL_FILE = Path(__file__).resolve().parent.parent / "examples" / "data" / "tiny_alpaca_eval.jsonl"
@@ -24,7 +24,7 @@ def logged_eval_losses(run: Path) -> dict[int, float]:
 def test_reevaluated_loss_matches_the_logged_eval_loss_with_one_base_load(tiny_run_dir, monkeypatch):
     import transformers
 
-    from logsage.select import manifest_eval_data, read_manifest
+    from logsage.ship.select import manifest_eval_data, read_manifest
 
     loads = []
     real = transformers.AutoModelForCausalLM.from_pretrained.__func__
@@ -92,7 +92,7 @@ def test_a_full_model_checkpoint_is_loaded_on_its_own(tiny_model_dir):
 
 
 def test_eval_split_must_reproduce_the_recorded_examples(tmp_path):
-    from logsage.errors import DataError
+    from logsage.core.errors import DataError
 
     train = Path(__file__).resolve().parent.parent / "examples" / "data" / "tiny_alpaca.jsonl"
     data = EvalData(files=[str(train)], split=0.25, seed=0)

@@ -1,4 +1,4 @@
-"""Export (logsage.export): adapter and merged exports, atomicity, verification, and the fault cases.
+"""Export (logsage.ship.export): adapter and merged exports, atomicity, verification, and the fault cases.
 
 The base is the tiny Qwen2 model of `logsage.train.tiny` (conftest's `tiny_model_dir`:
 real tokenizer with the ChatML template, generation config); adapters are real peft
@@ -23,8 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from logsage.errors import CheckpointError, ExportError  # noqa: E402
-from logsage.export import HANG_HOOK_ENV, PROVENANCE_NAME, clean_stale, export_checkpoint, sha256_file  # noqa: E402
+from logsage.core.errors import CheckpointError, ExportError  # noqa: E402
+from logsage.ship.export import HANG_HOOK_ENV, PROVENANCE_NAME, clean_stale, export_checkpoint, sha256_file  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -98,7 +98,7 @@ def test_merged_export_loads_and_matches_base_plus_adapter(tiny_model_dir, adapt
 
 
 def test_merged_export_in_bf16(tiny_model_dir, adapter, tmp_path):
-    from logsage.merge import base_entries
+    from logsage.ship.merge import base_entries
 
     out = tmp_path / "ship"
     result = export_checkpoint(adapter, out, base_dir=tiny_model_dir, merge=True, dtype="bf16")
@@ -144,7 +144,7 @@ def test_existing_out_is_refused_untouched_and_replaced_with_force(tiny_model_di
 def test_killed_export_leaves_no_out_and_the_next_run_cleans_up(tiny_model_dir, adapter, tmp_path):
     out = tmp_path / "ship"
     marker = tmp_path / "first-shard-written"
-    code = ("from logsage.export import export_checkpoint\n"
+    code = ("from logsage.ship.export import export_checkpoint\n"
             f"export_checkpoint({str(adapter)!r}, {str(out)!r}, base_dir={str(tiny_model_dir)!r}, merge=True, "
             "max_shard_bytes=100_000)\n")
     env = {**os.environ, HANG_HOOK_ENV: str(marker), "HF_HUB_OFFLINE": "1"}
@@ -254,7 +254,7 @@ def test_a_merge_that_changes_nothing_is_an_error(tiny_model_dir, tmp_path):
 
 
 def test_a_wrong_merge_fails_the_logits_check(tiny_model_dir, adapter, tmp_path, monkeypatch):
-    import logsage.merge as merging
+    import logsage.ship.merge as merging
 
     right = merging.merged_weight
 

@@ -251,7 +251,7 @@ def test_model_card_without_train_loss_has_no_train_series():
 
 
 def test_readme_without_training_results_is_not_claimed(tmp_path):
-    from logsage.ingest import model_card
+    from logsage.ingest.readers import model_card
 
     card = tmp_path / "README.md"
     card.write_text("# my model\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import logsage
-from logsage.errors import IngestError
-from logsage.ingest import keras_csv, lightning_csv, llamafactory, mlflow, model_card, swift, tb_csv, wandb_csv, wide
-from logsage.ingest._text import PointCollector
+from logsage.core.errors import IngestError
+from logsage.ingest.readers import keras_csv, lightning_csv, llamafactory, mlflow, model_card, swift, tb_csv, wandb_csv, wide
+from logsage.ingest.text import PointCollector
 
 TEXT_READERS = [swift, llamafactory, lightning_csv, keras_csv, tb_csv, wandb_csv, mlflow, model_card, wide]
 
@@ -214,7 +214,7 @@ def test_rewrites_count_each_change_of_value():
 
 # ----------------------------------------------------------------------------- import weight
 def test_readers_import_nothing_heavy():
-    mods = ", ".join(f"logsage.ingest.{m.__name__.rsplit('.', 1)[1]}" for m in TEXT_READERS)
+    mods = ", ".join(m.__name__ for m in TEXT_READERS)
     code = (f"import sys, {mods}\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('pandas', 'torch', 'yaml', 'scipy', 'matplotlib', 'tensorboard', 'tensorflow', 'transformers'))\n"

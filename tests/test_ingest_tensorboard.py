@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import logsage
-from logsage.errors import IngestError
-from logsage.ingest import tensorboard as tb
-from logsage.ingest.base import ReadContext
+from logsage.core.errors import IngestError
+from logsage.ingest.readers import tensorboard as tb
+from logsage.ingest.readers.base import ReadContext
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real-runs" / "tfevents"
 
@@ -427,7 +427,7 @@ def test_claims_checks_the_first_record_framing(simple_run):
 
 
 def test_damage_codes_agree_with_the_kernel():
-    from logsage.ingest import _tfrecord
+    from logsage.ingest import tfrecord as _tfrecord
 
     assert (tb._SHORT_HEADER, tb._LENGTH_CRC, tb._SHORT_DATA, tb._DATA_CRC) == (
         _tfrecord.DAMAGE_SHORT_HEADER, _tfrecord.DAMAGE_LENGTH_CRC, _tfrecord.DAMAGE_SHORT_DATA,
@@ -435,7 +435,7 @@ def test_damage_codes_agree_with_the_kernel():
 
 
 def test_reading_does_not_import_numba_until_a_file_is_parsed():
-    code = ("import sys, logsage.ingest.tensorboard, logsage.cli; "
+    code = ("import sys, logsage.ingest.readers.tensorboard, logsage.cli.main; "
             "assert 'numba' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 import logsage
-from logsage.errors import IngestError
-from logsage.ingest._text import parse_duration
+from logsage.core.errors import IngestError
+from logsage.ingest.text import parse_duration
 
 
 def _swift3(step: int, total: int = 40, **fields) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import logsage
-from logsage.errors import IngestError, MetricNotFound, UsageError
+from logsage.core.errors import IngestError, MetricNotFound, UsageError
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs" / "hf_trainer_state"
 

@@ -1,4 +1,4 @@
-"""The streaming LoRA merge (logsage.merge) against peft's own merge_and_unload, on real random models.
+"""The streaming LoRA merge (logsage.ship.merge) against peft's own merge_and_unload, on real random models.
 
 Every case builds a small random Qwen2 model with transformers (saved as several
 safetensors shards), a real peft adapter with random non-zero weights (peft
@@ -18,8 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from logsage.errors import CheckpointError, ExportError  # noqa: E402
-from logsage.merge import (  # noqa: E402
+from logsage.core.errors import CheckpointError, ExportError  # noqa: E402
+from logsage.ship.merge import (  # noqa: E402
     INDEX_NAME,
     base_entries,
     merge_streaming,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from logsage.cli import cli
-from logsage.prune import parse_keep, prune
+from logsage.cli.main import cli
+from logsage.ship.prune import parse_keep, prune
 
 EVALS = [(10, 2.0), (20, 1.5), (30, 1.2), (40, 1.3), (50, 1.4), (60, 1.6)]
 

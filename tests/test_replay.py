@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logsage.errors import RuleConfigError, UsageError
-from logsage.history import Checkpoint, History, Series
-from logsage.replay import Decision, decide_values, expand_rules, not_before, replay, replay_paths
+from logsage.core.errors import RuleConfigError, UsageError
+from logsage.core.history import Checkpoint, History, Series
+from logsage.replay.engine import Decision, decide_values, expand_rules, not_before, replay, replay_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "fixtures" / "real-runs"

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from logsage.cli import cli
-from logsage.cost import CostModel, costs
-from logsage.history import Checkpoint, History, Series
-from logsage.report import _decimate, build_report, referenced_urls
+from logsage.cli.main import cli
+from logsage.analysis.cost import CostModel, costs
+from logsage.core.history import Checkpoint, History, Series
+from logsage.report.html import _decimate, build_report, referenced_urls
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 RULES = ["hf:patience=2", "gl", "none"]
@@ -97,7 +97,7 @@ def test_run_section_shows_decisions_and_checkpoint_inventory():
     assert "adapter_model.safetensors is truncated" in section  # the broken checkpoint, named
     assert "evaluations without a checkpoint" in section
     assert 'class="ck-broken"' in section and 'class="ck-whole"' in section
-    from logsage.replay import replay
+    from logsage.replay.engine import replay
 
     d = replay([h], ["hf:patience=2"]).decisions[0]
     assert f"<td class=\"num\" data-v=\"{d.stop_step}\">{d.stop_step}</td>" in section
@@ -236,7 +236,7 @@ def test_decisions_table_has_gpu_hours_and_money_per_run():
     runs = [_run("runs/a", 0, n=30), _run("runs/b", 1, n=30)]
     model = CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10.0)
     report = build_report(runs, rules=RULES, cost=model)
-    from logsage.replay import replay
+    from logsage.replay.engine import replay
 
     expected = costs(replay(runs, RULES).decisions, runs, model)
     for i, h in enumerate(runs):

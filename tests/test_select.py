@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from logsage.cli import cli
-from logsage.errors import CheckpointError, UsageError
+from logsage.cli.main import cli
+from logsage.core.errors import CheckpointError, UsageError
 from logsage.ingest import load_history
-from logsage.select import choose_candidates, resolve_base
+from logsage.ship.select import choose_candidates, resolve_base
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -253,7 +253,7 @@ def test_choosing_without_eval_or_export_never_imports_torch(real_adapter, tmp_p
     run = make_run(tmp_path / "run", EVALS, {s: "ok" for s, _ in EVALS}, real_adapter)
     code = ("import sys, json\n"
             "from click.testing import CliRunner\n"
-            "from logsage.cli import cli\n"
+            "from logsage.cli.main import cli\n"
             "r = CliRunner().invoke(cli, ['select', '--help'])\n"
             "assert r.exit_code == 0\n"
             f"r = CliRunner().invoke(cli, ['select', {str(run)!r}, '--rule', 'hf:patience=2', '--json'])\n"
@@ -268,7 +268,7 @@ def test_choosing_without_eval_or_export_never_imports_torch(real_adapter, tmp_p
 
 def test_manifest_eval_data_is_found_from_another_folder(tmp_path, monkeypatch):
     # Training ran in `work/` with a relative --eval-data; select runs from elsewhere.
-    from logsage.select import manifest_eval_data
+    from logsage.ship.select import manifest_eval_data
     from logsage.train.manifest import data_entry
 
     work = tmp_path / "work"

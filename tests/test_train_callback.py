@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 
 
 def _log(values, *, every=10, train=True):
@@ -29,7 +29,7 @@ def _control():
 
 
 def test_stops_exactly_at_the_offline_stop_and_saves_it():
-    from logsage.replay import decide_values
+    from logsage.replay.engine import decide_values
     from logsage.train.callback import LiveRuleCallback, parse_live_rules
 
     values = [1.0, 0.9, 0.8, 0.85, 0.84, 0.83, 0.7]
@@ -75,7 +75,7 @@ def test_a_rule_that_had_already_fired_stops_at_once_and_says_so():
 
 
 def test_budget_and_train_loss_reach_the_rules():
-    from logsage.replay import decide_values
+    from logsage.replay.engine import decide_values
     from logsage.train.callback import LiveRuleCallback, parse_live_rules
 
     values = list(np.linspace(1.0, 0.5, 12)) + [0.55, 0.56, 0.57, 0.58, 0.59, 0.6, 0.61, 0.62]

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import EXAMPLES_DATA
-from logsage.cli import cli
-from logsage.errors import DataError, UsageError
+from logsage.cli.main import cli
+from logsage.core.errors import DataError, UsageError
 from logsage.train.config import DEFAULT_EVAL_SPLIT, PRESETS, TrainConfig, load_yaml, resolve_config
 
 TRAIN = str(Path(EXAMPLES_DATA, "tiny_alpaca.jsonl"))
@@ -75,7 +75,7 @@ def test_eval_split_default():
 
 
 def test_help_shows_the_defaults_and_starts_without_torch():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom logsage.cli import cli\n"
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom logsage.cli.main import cli\n"
             "r = CliRunner().invoke(cli, ['train', '--help'])\nprint(r.output)\n"
             "print('TORCH', 'torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -68,7 +68,7 @@ def test_readme_demo_config_trains_with_a_checkpoint_per_evaluation(tmp_path):
     assert manifest["config_origin"]["max_steps"] == f"config:{CONFIG}"
 
     # and the README's next line reads it back
-    from logsage.cli import cli
+    from logsage.cli.main import cli
 
     r = CliRunner().invoke(cli, ["replay", str(out), "--rule", "hf:patience=2", "--json"])
     assert r.exit_code == 0, r.output

@@ -51,7 +51,7 @@ def hf_run(tmp_path_factory, tiny_model_dir):
 
 def _offline_stop(run: Path, spec: str) -> dict:
     """`logsage replay RUN --rule SPEC --json`: the offline decision from the run's own history."""
-    from logsage.cli import cli
+    from logsage.cli.main import cli
 
     r = CliRunner().invoke(cli, ["replay", str(run), "--rule", spec, "--json"])
     assert r.exit_code == 0, r.output
@@ -90,7 +90,7 @@ def test_live_hf_stop_equals_offline_replay(hf_run):
 def test_live_significance_stop_equals_offline_replay(tmp_path, tiny_model_dir):
     """A second rule, the one that needs the per-example losses: live and offline agree too."""
     import logsage
-    from logsage.replay import replay
+    from logsage.replay.engine import replay
 
     out = tmp_path / "sig"
     spec = "significance:patience=2"

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from logsage.cli import cli
-from logsage.errors import RuleConfigError, UsageError
-from logsage.history import History, Series
+from logsage.cli.main import cli
+from logsage.core.errors import RuleConfigError, UsageError
+from logsage.core.history import History, Series
 from logsage.rules.base import get_rule
-from logsage.tune import COMMON_DEFAULTS, DEFAULT_GRIDS, DEFAULT_OBJECTIVE, Objective, parse_objective, tune
+from logsage.analysis.tune import COMMON_DEFAULTS, DEFAULT_GRIDS, DEFAULT_OBJECTIVE, Objective, parse_objective, tune
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 
@@ -145,8 +145,8 @@ def test_default_grids_name_real_parameters_and_defaults_are_candidates():
         info = get_rule(rule)
         names = {p.name for p in info.params}
         assert set(grid) <= names, (rule, set(grid) - names)
-    from logsage.replay import expand_rules
-    from logsage.tune import rule_spec
+    from logsage.replay.engine import expand_rules
+    from logsage.analysis.tune import rule_spec
 
     result = tune(SYNTHETIC)
     specs = {c["spec"] for c in result.candidates}
@@ -250,7 +250,7 @@ def test_every_rule_has_a_default_grid_or_a_documented_exclusion():
     USER_VALUE_RULES, which need the user's own value, are documented in `logsage tune --help`,
     and are left out of the whole search with a note (never silently)."""
     from logsage.rules.base import list_rules
-    from logsage.tune import USER_VALUE_RULES
+    from logsage.analysis.tune import USER_VALUE_RULES
 
     names = {info.name for info in list_rules()}
     assert names - set(DEFAULT_GRIDS) - set(USER_VALUE_RULES) == set()
@@ -323,7 +323,7 @@ def test_partly_judged_rule_is_scored_on_the_runs_it_can_judge():
 
 
 def test_terminal_comparison_says_how_many_runs_a_row_is_over(capsys):
-    from logsage.commands.tune import render
+    from logsage.cli.tune import render
 
     render(tune(_without_train_loss(), rules=["hf"]).to_dict())
     out = capsys.readouterr().out
@@ -349,7 +349,7 @@ def test_left_out_run_is_named_once(tmp_path):
 
 
 def test_tune_refuses_a_grid_that_sweeps_a_value_the_rule_spec_sets():
-    from logsage.errors import RuleConfigError
+    from logsage.core.errors import RuleConfigError
 
     with pytest.raises(RuleConfigError, match="drop one of them"):
         tune(SYNTHETIC, rules=["hf:patience=3"], grid={"patience": [1, 2]})

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 from logsage.ingest import load_history
-from logsage.replay import replay
-from logsage.watch import Watcher, watch
+from logsage.replay.engine import replay
+from logsage.live.watch import Watcher, watch
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 LLAMAFACTORY = REAL / "llamafactory_trainer_log" / "qwen2.5-7b-medical-lora" / "trainer_log.jsonl"
@@ -264,7 +264,8 @@ def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch)
     """A plain HF script writes checkpoint-N/trainer_state.json at every save, each with the whole
     history: a new one is the only file read (older ones are never read again), and each checkpoint
     folder is judged once, not at every evaluation."""
-    from logsage.ingest import checkpoints, trainer_state
+    from logsage.ingest import checkpoints
+    from logsage.ingest.readers import trainer_state
 
     reads = _spy(monkeypatch, trainer_state, "read")
     judged = _spy(monkeypatch, checkpoints, "inspect_checkpoint")
@@ -307,7 +308,7 @@ def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch)
 def test_inventory_follows_checkpoints_that_change_or_go(tmp_path):
     """Only what changed is judged again: a checkpoint that was not whole (weights still being written)
     is judged at every look until it is whole; a removed one (save_total_limit) leaves the inventory."""
-    from logsage.watch import _Inventory
+    from logsage.live.watch import _Inventory
 
     run = tmp_path / "out"
     inv = _Inventory(run)
@@ -338,7 +339,7 @@ def test_inventory_follows_checkpoints_that_change_or_go(tmp_path):
 
 def test_jsonl_bytes_parsed_add_up_to_the_file(tmp_path, monkeypatch):
     """Each appended byte goes through the reader once: what is parsed over the whole run is the file."""
-    from logsage.ingest import llamafactory
+    from logsage.ingest.readers import llamafactory
 
     sizes: list[int] = []
     real = llamafactory.read
@@ -372,7 +373,7 @@ def test_tensorboard_records_are_scanned_once_and_tf2_tags_stay_scalars(tmp_path
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    from logsage.ingest import _tfrecord
+    from logsage.ingest import tfrecord as _tfrecord
 
     scanned: list[int] = []
     real = _tfrecord.scan_bytes

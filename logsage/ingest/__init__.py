@@ -26,9 +26,9 @@ from typing import Iterable
 
 import numpy as np
 
-from logsage.errors import IngestError, UsageError
-from logsage.history import Cleanup, History, Series
-from logsage.ingest.base import PRECISION_RANK, ReadContext, ReadResult
+from logsage.core.errors import IngestError, UsageError
+from logsage.core.history import Cleanup, History, Series
+from logsage.ingest.readers.base import PRECISION_RANK, ReadContext, ReadResult
 
 # Detection order matters: the first reader that claims a file reads it.
 _READER_MODULES = [
@@ -65,9 +65,9 @@ def _readers() -> list[ModuleType]:
     for name in _READER_MODULES:
         if name not in _loaded:
             try:
-                _loaded[name] = importlib.import_module(f"logsage.ingest.{name}")
+                _loaded[name] = importlib.import_module(f"logsage.ingest.readers.{name}")
             except ModuleNotFoundError as e:  # a reader not written yet: not offered
-                if e.name == f"logsage.ingest.{name}":
+                if e.name == f"logsage.ingest.readers.{name}":
                     continue
                 raise
         mods.append(_loaded[name])
@@ -259,7 +259,7 @@ def load_histories(
     ``{"run": path as given, "error": one-line message}`` per path that could not.
     A usage error (an unknown `format`) concerns every run and is raised.
     """
-    from logsage.errors import LogsageError
+    from logsage.core.errors import LogsageError
 
     histories: list[History] = []
     errors: list[dict[str, str]] = []
@@ -274,7 +274,7 @@ def load_histories(
 
 
 def _read_summary(f: Path, history: History) -> None:
-    from logsage.ingest.base import loads_lenient, read_text, to_float
+    from logsage.ingest.readers.base import loads_lenient, read_text, to_float
 
     try:
         data = loads_lenient(read_text(f), file=str(f))

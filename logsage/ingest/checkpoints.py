@@ -29,7 +29,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from logsage.history import Checkpoint
+from logsage.core.history import Checkpoint
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit

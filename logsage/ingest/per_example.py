@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from logsage.errors import IngestError
+from logsage.core.errors import IngestError
 
 FILENAME = "per_example_eval_loss.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 from logsage.rules.base import Outcome, RuleInput
 
 

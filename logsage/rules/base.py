@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 
 # Parameters every rule accepts; applied through RuleInput.not_before.
 COMMON_PARAMS = {"min_evals": (int, 0), "min_steps": (int, 0)}

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from logsage.names import canonical_name
+from logsage.core.names import canonical_name
 from logsage.rules._common import (
     at_least,
     evals,
@@ -38,7 +38,7 @@ def parse_metrics(spec: str) -> list[tuple[str, str | None, float]]:
     Each is `name[:min|max][:weight]`; a missing mode is the series' own, a missing
     weight is 1. Raises RuleConfigError on a malformed entry.
     """
-    from logsage.errors import RuleConfigError
+    from logsage.core.errors import RuleConfigError
 
     out: list[tuple[str, str | None, float]] = []
     for item in spec.replace("|", ";").split(";"):

@@ -2,7 +2,7 @@
 
 The callback holds no counters of its own. At each evaluation it takes the
 monitored metric's whole history so far from `state.log_history` and asks the same
-function `logsage replay` uses (`logsage.replay.decide_values`) whether the rule
+function `logsage replay` uses (`logsage.replay.engine.decide_values`) whether the rule
 stops at the current evaluation. Because the Trainer restores `log_history` from
 the checkpoint on `--resume-from-checkpoint`, a rule's state survives a resume
 exactly, and the live stop is by construction the stop that an offline replay of
@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 from transformers import TrainerCallback
 
-from logsage.names import default_mode
+from logsage.core.names import default_mode
 from logsage.rules.base import get_rule, parse_rule_spec, resolve_params
 
 log = logging.getLogger("logsage.train")
@@ -78,7 +78,7 @@ class LiveRuleCallback(TrainerCallback):
 
     def decide(self, log_history: list[dict[str, Any]], max_steps: int | None) -> dict[str, Any] | None:
         """The first rule that stops at (or before) the latest evaluation, as a dict; None to go on."""
-        from logsage.replay import decide_values
+        from logsage.replay.engine import decide_values
 
         steps, values = series_from_log_history(log_history, self.key)
         if values.size == 0:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from logsage.errors import UsageError
+from logsage.core.errors import UsageError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 # When neither --eval-data nor --eval-split is given, this fraction of the training

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from logsage.errors import DataError, LogsageError
+from logsage.core.errors import DataError, LogsageError
 
 IGNORE_INDEX = -100
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

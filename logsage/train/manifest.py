@@ -100,7 +100,7 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_manifest(run_dir: str | os.PathLike, doc: dict[str, Any]) -> Path:
-    from logsage.history import json_safe
+    from logsage.core.history import json_safe
 
     p = Path(run_dir) / MANIFEST_NAME
     tmp = p.with_name(p.name + ".tmp")

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from logsage.errors import CheckpointError, LogsageError, UsageError
+from logsage.core.errors import CheckpointError, LogsageError, UsageError
 from logsage.train.config import TrainConfig, resolve_config
 from logsage.train.data import (
     Example,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 
 from ._helpers import INF, NAN, check_golden, decide, golden_params
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 from logsage.rules.multi import parse_metrics
 
 from ._helpers import NAN, check_golden, decide, golden_params

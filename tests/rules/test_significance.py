@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 from logsage.rules.significance import paired_p, per_example_losses
 
 from ._helpers import check_golden, decide, golden_params

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import linregress
 
-from logsage.errors import RuleConfigError
+from logsage.core.errors import RuleConfigError
 
 from ._helpers import NAN, check_golden, decide, golden_params
 

@@ -1,0 +1,231 @@
+"""`logsage replay`: when would each run have stopped under each rule, what would it have kept, how good was that."""
+
+from __future__ import annotations
+
+import click
+
+from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, warn
+
+# Decision fields as CSV columns (params as a JSON object in one cell).
+_CSV_COLUMNS = ("run", "rule", "params", "metric", "mode", "stop_step", "stop_eval_index", "selected_step",
+                "selected_value", "best_step", "best_value", "best_saved_step", "best_saved_value", "regret",
+                "regret_rel", "steps_saved", "fraction_saved", "wall_saved_s", "stopped_before_best",
+                "trend_slope", "trend_p", "overfit_gap", "decidable", "reason", "note")
+
+
+def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
+    from logsage.core.errors import RuleConfigError
+
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key.strip() or not vals:
+            raise RuleConfigError(f"bad --grid {item!r}; write NAME=V1,V2,... e.g. --grid patience=1,2,3")
+        if key.strip() in grid:
+            raise RuleConfigError(f"--grid {key.strip()} given twice; list all its values in one --grid")
+        grid[key.strip()] = vals
+    return grid
+
+
+@click.command("replay")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--rule", "rules", multiple=True, required=True, metavar="NAME[:k=v,...]",
+              help="A stopping rule and its parameters, e.g. hf:patience=3,threshold=1e-4 (repeatable; "
+                   "'all' = every rule with defaults; see `logsage rules`).")
+@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2,...",
+              help="Try every value of a parameter, for every asked rule that has it (repeatable: the "
+                   "grid is the cartesian product).")
+@click.option("--metric", default=None,
+              help="Metric to monitor: the name the log uses (eval/loss, val_loss) or its canonical alias "
+                   "(eval_loss). Default: each run's eval loss, else its first eval metric.")
+@click.option("--mode", type=click.Choice(["min", "max"]), default=None,
+              help="Direction of the metric. Default: from its name (loss, error, perplexity: min; else max).")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per decision on stdout.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of the curves with each rule's stop and selection marked "
+                   "(one file per run: NAME-1.png, NAME-2.png... when several runs are given).")
+@click.option("--stitch", is_flag=True,
+              help="The PATHS are segments of one resumed run, in order: replay them as one run "
+                   "(later segments win the steps they rewrite; seams are recorded).")
+@format_option
+@cache_options
+@click.option("--engine", type=click.Choice(["auto", "scan", "sweep"]), default="auto", hidden=True,
+              help="Force the reference scan or the vectorized sweep (the results are identical).")
+def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...], metric: str | None,
+            mode: str | None, as_json: bool, as_csv: bool, plot_path: str | None, stitch: bool,
+            fmt: str | None, no_cache: bool, cache_dir: str | None, engine: str) -> None:
+    """Replay each PATH (one run: a log file or a run folder) through stopping rules and score every decision.
+
+    For each run, rule and parameter set: the step it would have stopped at, the
+    checkpoint it would have kept (the best so far that exists and is whole), the
+    hindsight best, the regret, the compute saved, the metric's trend at the stop
+    and the train/eval gap. With several runs or a --grid, a summary per rule and
+    parameter set follows, with the Pareto front of regret against compute saved.
+
+    \b
+    Example:
+        logsage replay runs/qwen-lora --rule hf:patience=3,threshold=1e-4 --rule patience
+        logsage replay runs/* --rule hf --grid patience=1,2,3,5 --json
+        logsage replay metrics.csv --metric val_acc --mode max --rule all --plot curves.png
+    """
+    from logsage.core.errors import LogsageError, UsageError
+    from logsage.replay.engine import replay_paths
+
+    if as_json and as_csv:
+        raise UsageError("--json and --csv are exclusive; pick one")
+    if plot_path:
+        from logsage.report.plot import check_plot_target
+
+        check_plot_target(plot_path)  # before any work: a missing folder or matplotlib is the user's to fix
+    if stitch:
+        from logsage.ingest import load_history, stitch_histories
+        from logsage.replay.engine import expand_rules, replay
+
+        expand_rules(list(rules), _parse_grid(grid) or None)  # a bad rule fails before any file is read
+        run = stitch_histories([load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+                                for p in paths])
+        paths = (run.path,)
+        result = replay([run], list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None,
+                        engine=engine)
+    else:
+        result = replay_paths(list(paths), list(rules), metric=metric, mode=mode,
+                              grid=_parse_grid(grid) or None, format=fmt, use_cache=not no_cache,
+                              cache_dir=cache_dir, engine=engine)
+    for h in result.histories:
+        for w in h.warnings:
+            warn(w)
+    all_failed = bool(result.errors) and len(result.errors) == len(paths)
+    if as_json:
+        emit_json(result.to_dict())
+    elif as_csv:
+        _emit_csv(result)
+    elif not all_failed:
+        _render(result, several=len(paths) > 1)
+    if plot_path:
+        _plot(result, plot_path)
+    if as_json or as_csv or all_failed:  # the terminal table already shows each run's problem
+        for e in result.errors if len(paths) > 1 else ():
+            warn(e["error"])
+    if all_failed:
+        if len(paths) == 1:
+            raise LogsageError(result.errors[0]["error"])
+        raise LogsageError(f"none of the {len(paths)} runs could be replayed; first: {result.errors[0]['error']}")
+
+
+def _emit_csv(result) -> None:
+    import csv
+    import json
+    import sys
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for d in result.decisions:
+        row = d.to_dict()
+        row["params"] = json.dumps(row["params"], separators=(",", ":"))
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in _CSV_COLUMNS})
+
+
+def _plot(result, plot_path: str) -> None:
+    from pathlib import Path
+
+    from logsage.report.plot import plot_run
+
+    runs = result.histories
+    if not runs:
+        return
+    out = Path(plot_path)
+    for i, h in enumerate(runs, 1):
+        target = out if len(runs) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}")
+        plot_run(h, [d for d in result.decisions if d.run == h.path and d.decidable], target)
+        click.echo(f"wrote {target} ({h.path})", err=True)
+
+
+# ---------------------------------------------------------------------- terminal
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _shown_params(rule: str, params: dict) -> str:
+    """The parameters that differ from the rule's defaults (the JSON output has them all)."""
+    from logsage.rules import get_rule
+
+    import math
+
+    info = get_rule(rule)
+    defaults = {p.name: p.default for p in info.params}
+    defaults.update(min_evals=0, min_steps=0)
+
+    def is_default(k, v) -> bool:
+        d = defaults.get(k, object())
+        return d == v or (isinstance(d, float) and isinstance(v, float) and math.isnan(d) and math.isnan(v))
+
+    changed = [f"{k}={_fmt(v, 6)}" for k, v in params.items() if not is_default(k, v)]
+    return ", ".join(changed) or "defaults"
+
+
+def _render(result, *, several: bool) -> None:
+    from rich.table import Table
+
+    con = console()
+    by_run: dict[str, list] = {}
+    for d in result.decisions:
+        by_run.setdefault(d.run, []).append(d)
+    failed = {e["run"]: e["error"] for e in result.errors}
+    for run, ds in by_run.items():
+        first = ds[0]
+        if run in failed:  # the run could not be replayed at all (the message names it)
+            con.print(f"[bold]{run}[/bold]: [red]could not be replayed:[/red] {failed[run]}", soft_wrap=True)
+            continue
+        best = f"best {_fmt(first.best_value)} at step {_fmt(first.best_step)}"
+        if first.best_saved_step is not None and first.best_saved_step != first.best_step:
+            best += f"; best saved {_fmt(first.best_saved_value)} at step {first.best_saved_step}"
+        con.print(f"[bold]{run}[/bold]  metric: {first.metric} (mode {first.mode})  {best}")
+        t = Table(show_edge=False, pad_edge=False)
+        for col in ("rule", "params", "stop", "selected (value)", "regret", "saved", "trend/eval", "gap"):
+            t.add_column(col, justify="left" if col in ("rule", "params", "selected (value)") else "right")
+        for d in ds:
+            selected = "-" if d.selected_step is None else f"{d.selected_step} ({_fmt(d.selected_value)})"
+            saved = "-" if d.fraction_saved is None else f"{100 * d.fraction_saved:.0f}%"
+            trend = "-" if d.trend_slope is None else (
+                f"{d.trend_slope:+.3g}" + ("" if d.trend_p is None else f" p={d.trend_p:.2g}"))
+            stop = "never" if d.decidable and d.stop_step is None else _fmt(d.stop_step)
+            t.add_row(d.rule, _shown_params(d.rule, d.params), stop, selected, _fmt(d.regret), saved, trend,
+                      _fmt(d.overfit_gap))
+        con.print(t)
+        for d in ds:  # reasons are sentences: one line each under the table, not a squeezed column
+            note = f" [yellow]Note: {d.note}[/yellow]" if d.note else ""
+            con.print(f"  [dim]{d.rule} ({_shown_params(d.rule, d.params)}):[/dim] {d.reason}{note}",
+                      soft_wrap=True)
+    n_sets = len(result.summary)
+    several_sets = n_sets > len({row["rule"] for row in result.summary})
+    if (several or several_sets) and any(row["n_decided"] for row in result.summary):
+        _render_summary(con, result.summary)
+
+
+def _render_summary(con, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    rel = all(r["mean_regret_rel"] is not None for r in rows)
+    t = Table(title="summary over runs (* = Pareto front of regret vs compute saved)", show_edge=False,
+              pad_edge=False)
+    for col in ("", "rule", "params", "runs", "mean regret", "median regret", "mean saved", "stopped before best"):
+        t.add_column(col, justify="left" if col in ("", "rule", "params") else "right")
+    for r in rows:
+        if rel:
+            mean = "-" if r["mean_regret_rel"] is None else f"{100 * r['mean_regret_rel']:.2f}%"
+            median = "-" if r["median_regret_rel"] is None else f"{100 * r['median_regret_rel']:.2f}%"
+        else:
+            mean, median = _fmt(r["mean_regret"]), _fmt(r["median_regret"])
+        saved = "-" if r["mean_fraction_saved"] is None else f"{100 * r['mean_fraction_saved']:.0f}%"
+        before = "-" if r["stopped_before_best_rate"] is None else f"{100 * r['stopped_before_best_rate']:.0f}%"
+        t.add_row("*" if r["pareto"] else "", r["rule"], _shown_params(r["rule"], r["params"]),
+                  f"{r['n_decided']}/{r['n_runs']}", mean, median, saved, before)
+    con.print(t)

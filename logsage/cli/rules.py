@@ -1,0 +1,56 @@
+"""`logsage rules`: list the stopping rules with their parameters, defaults, references and exactness."""
+
+from __future__ import annotations
+
+import click
+
+from logsage.cli.output import console, emit_json, json_option
+
+@click.command("rules")
+@click.argument("name", required=False)
+@json_option
+def command(name: str | None, as_json: bool) -> None:
+    """List the stopping rules: parameters (type, default, meaning), reference, and which library's
+    semantics each reproduces exactly. Give a NAME for one rule.
+
+    Every rule also takes min_evals and min_steps ("do not stop before").
+    Parameters are set as NAME:k=v,k=v on `logsage replay --rule`.
+
+    \b
+    Example:
+        logsage rules
+        logsage rules hf
+        logsage replay runs/qwen-lora --rule hf:patience=3,threshold=1e-4
+    """
+    from logsage.replay.engine import COMMON_PARAM_HELP, describe_rules
+
+    catalog = describe_rules(name)
+    if as_json:
+        emit_json({"rules": catalog, "common_params": [
+            {"name": k, "type": "int", "default": 0, "help": v} for k, v in COMMON_PARAM_HELP.items()]})
+        return
+    from rich.table import Table
+
+    con = console()
+    for r in catalog:
+        exact = f"  [green]exact: {r['exact']}[/green]" if r["exact"] else ""
+        con.print(f"[bold]{r['name']}[/bold]{exact}  {r['summary']}", soft_wrap=True)
+        con.print(f"  [dim]reference:[/dim] {r['reference']}", soft_wrap=True)
+        if r["needs"]:
+            con.print(f"  [dim]needs:[/dim] {', '.join(r['needs'])}")
+        if r["aliases"]:
+            con.print("  [dim]aliases:[/dim] " + ", ".join(f"{k} = {v}" for k, v in r["aliases"].items()),
+                      soft_wrap=True)
+        if r["params"]:
+            t = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 2))
+            for col in ("parameter", "type", "default", "meaning"):
+                t.add_column(col, overflow="fold")
+            for p in r["params"]:
+                meaning = p["help"] + (f" (one of: {', '.join(p['choices'])})" if p.get("choices") else "")
+                default = "none" if p["default"] is None else str(p["default"])
+                t.add_row("  " + p["name"], p["type"], default, meaning)
+            con.print(t)
+        con.print()
+    con.print("[bold]every rule[/bold] also takes:")
+    for k, v in COMMON_PARAM_HELP.items():
+        con.print(f"  {k} (int, default 0): {v}", soft_wrap=True)

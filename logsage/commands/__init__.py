@@ -1,1 +1,0 @@
-"""One module per CLI command; each defines `command` and imports heavy code only inside it."""

@@ -1,0 +1,140 @@
+"""What every log reader returns, and the helpers readers share.
+
+A reader module (one per format, in this package) defines:
+
+* ``FORMAT``: its name for ``--format`` (e.g. ``"trainer-state"``);
+* ``DESCRIPTION``: one line for ``logsage ingest --help`` and the README;
+* ``PRECISION``: ``"float64"``, ``"float32"`` or ``"rounded"``: when two sources in one
+  run folder hold the same metric, the more precise one wins (recorded as a cleanup);
+* ``claims(path: Path, head: bytes) -> bool``: whether this file is written in the
+  format (by name and by its first 4 KiB, `head`); must be cheap and never raise;
+* ``read(paths: list[Path], *, ctx: ReadContext) -> ReadResult``: read *all* files of
+  this format found in one run (several event files of one run are ordered and merged
+  by the reader itself). Broken input raises `IngestError` naming the file and the
+  fix; damage that leaves usable data (a truncated last record) becomes a warning plus
+  a `Cleanup`, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logsage.core.errors import IngestError
+from logsage.core.history import Cleanup, Series
+
+PRECISION_RANK = {"float64": 3, "float32": 2, "rounded": 1}
+
+
+@dataclass
+class ReadContext:
+    """Options shared by all readers of one `load_history` call."""
+
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    run_root: Path | None = None  # the folder the user gave (None for a single file)
+
+
+@dataclass
+class ReadResult:
+    format: str
+    files: list[str] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
+    cleanups: list[Cleanup] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, float] = field(default_factory=dict)
+    precision: str = "float64"
+
+
+# --------------------------------------------------------------------- helpers
+_NAN_TOKENS = re.compile(r"(?<![\w\"])(-?Infinity|NaN)(?![\w\"])")
+
+
+def loads_lenient(text: str, *, file: str) -> Any:
+    """Parse JSON that Python's `json.dumps` wrote: bare NaN / Infinity / -Infinity tokens are accepted.
+
+    (Python's json module already accepts them; this wrapper turns failures into a
+    one-line `IngestError` naming the file and position.)
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise IngestError(
+            f"{file}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); "
+            "the file may be truncated or not a log - check it or pass --format"
+        ) from None
+    except RecursionError:
+        raise IngestError(f"{file}: JSON nested too deeply to be a training log; check the file or pass --format") from None
+
+
+def to_float(value: Any) -> float | None:
+    """A number from a log cell: int/float, numeric strings ("0.5", "nan", "27.8%"), else None."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        s = value.strip().rstrip("%")
+        if not s:
+            return None
+        low = s.lower()
+        if low in ("nan", "-nan"):
+            return math.nan
+        if low in ("inf", "+inf", "infinity", "+infinity"):
+            return math.inf
+        if low in ("-inf", "-infinity"):
+            return -math.inf
+        try:
+            return float(s)
+        except ValueError:
+            return None
+    return None
+
+
+def read_text(path: Path) -> str:
+    """Read a text log (UTF-8, BOM and CRLF tolerated) or raise a one-line IngestError."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise IngestError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+    if data.startswith(b"version https://git-lfs.github.com/spec/"):
+        raise IngestError(
+            f"{path}: is a Git LFS pointer, not the log itself; run `git lfs pull` in its repository first"
+        )
+    text = data.decode("utf-8-sig", errors="replace")
+    return text.replace("\r\n", "\n")
+
+
+def series_from_columns(
+    columns: dict[str, tuple[list[int], list[float]]],
+    *,
+    file: str,
+    format: str,
+    precision: str,
+    wall_times: dict[str, list[float]] | None = None,
+) -> tuple[list[Series], list[Cleanup]]:
+    """Turn per-metric point lists (in write order) into Series, recording duplicates and non-finite values."""
+    out: list[Series] = []
+    cleanups: list[Cleanup] = []
+    for name, (steps, values) in columns.items():
+        wt = wall_times.get(name) if wall_times else None
+        s, dups = Series.from_points(
+            name, steps, values, wall_times=wt, source=file, format=format, precision=precision
+        )
+        if dups:
+            cleanups.append(
+                Cleanup("duplicates", f"{name}: {dups} earlier write(s) of a repeated step replaced by the later one",
+                        file=file, metric=name, count=dups)
+            )
+        nf = s.n_non_finite
+        if nf:
+            cleanups.append(
+                Cleanup("non_finite", f"{name}: {nf} NaN/inf value(s) kept as evaluations", file=file, metric=name, count=nf)
+            )
+        out.append(s)
+    return out, cleanups

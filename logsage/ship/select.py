@@ -1,0 +1,540 @@
+"""Select the checkpoint to ship from a run: the rule's pick (or the top-k by the logged metric), never a bad one.
+
+`choose_candidates` replays the run through one rule (`logsage.replay.engine`) over the
+checkpoints that are really on disk (`History.checkpoints`, found under the run
+folder as given - never through `best_model_checkpoint` or other recorded paths)
+and returns the candidates: the rule's selected checkpoint, or with `top_k` the K
+best usable checkpoints by the logged metric. A checkpoint is usable when it is
+whole (present, not truncated, not an empty adapter), its logged value is finite,
+and its weights are safetensors - or pickle with `allow_pickle`. When the logged
+best (hindsight) has no usable checkpoint the selection says which checkpoint it
+is, what is wrong with it, and what was chosen instead.
+
+`select_checkpoint` is what `logsage select` runs: choose, re-evaluate with the real
+model (`logsage.ship.evaluate`, when eval data is given or named in the run's
+`logsage train` manifest), and export (`logsage.ship.export`). torch, transformers and
+peft are imported only inside those steps, so choosing alone is cheap.
+
+    >>> from logsage.ship.select import select_checkpoint
+    >>> result = select_checkpoint("runs/qwen-lora", "hf:patience=3", eval_data=["data/val.jsonl"],
+    ...                            export="ship/qwen-lora", merge=True)
+    >>> result.selected_step
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from logsage.core.errors import CheckpointError, LogsageError, UsageError
+from logsage.core.history import Checkpoint, History, json_safe
+
+MANIFEST_NAME = "logsage_run.json"
+
+
+# ====================================================================== candidates
+@dataclass
+class Candidate:
+    """A checkpoint considered for shipping."""
+
+    step: int
+    path: str  # under the run folder as the user gave it
+    kind: str  # adapter | full
+    logged_value: float | None  # the monitored metric at this step, as logged
+    logged_rank: int  # 1 = best logged value among the candidates
+    rule_pick: bool  # the rule's selected checkpoint
+    pickle: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(dataclasses.asdict(self))
+
+
+@dataclass
+class Selection:
+    """The candidates of one run under one rule, and what was wrong with the checkpoints left out."""
+
+    run: str
+    rule: str
+    params: dict[str, Any]
+    metric: str
+    mode: str
+    decision: Any  # logsage.replay.engine.Decision
+    rule_step: int | None  # the rule's selected step among usable checkpoints
+    candidates: list[Candidate]  # best logged first; with top_k=None only the rule's pick
+    notes: list[str] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # {"step", "path", "problem"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "run": self.run, "rule": self.rule, "params": self.params, "metric": self.metric, "mode": self.mode,
+            "rule_step": self.rule_step, "candidates": [c.to_dict() for c in self.candidates],
+            "notes": self.notes, "excluded": self.excluded, "decision": self.decision.to_dict(),
+        })
+
+
+def pickle_problem(c: Checkpoint) -> str:
+    files = ", ".join(c.weights) or "pickle files"
+    return (f"weights only in pickle files ({files}), which can run code when loaded; "
+            "pass --allow-pickle to consider it (loaded with torch.load(weights_only=True))")
+
+
+def usable_problem(c: Checkpoint, *, allow_pickle: bool) -> str | None:
+    """Why a checkpoint cannot be shipped (None: it can)."""
+    if not c.whole:
+        return c.problem or "not whole"
+    if c.kind not in ("adapter", "full"):
+        return c.problem or "no model or adapter weights"
+    if c.pickle and not allow_pickle:
+        return pickle_problem(c)
+    return None
+
+
+def _usable_history(history: History, allow_pickle: bool) -> History:
+    """A shallow copy of `history` whose inventory marks unusable checkpoints (pickle without opt-in) as not whole,
+    so that the replay's own selection and notes skip them."""
+    checkpoints = []
+    for c in history.checkpoints:
+        problem = usable_problem(c, allow_pickle=allow_pickle)
+        checkpoints.append(c if problem is None else dataclasses.replace(c, whole=False, problem=problem))
+    return dataclasses.replace(history, checkpoints=checkpoints)
+
+
+def _name(c: Checkpoint) -> str:
+    return os.path.basename(os.path.normpath(c.path)) or f"checkpoint-{c.step}"
+
+
+def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric: str | None = None,
+                      mode: str | None = None, top_k: int | None = None, allow_pickle: bool = False) -> Selection:
+    """The checkpoint(s) to consider shipping from one run under one rule.
+
+    Args:
+        history: the run, with its checkpoint inventory (`load_history` of a run folder).
+        rule: a rule spec, e.g. "hf:patience=3,threshold=1e-4", or ("hf", {"patience": 3}).
+        metric, mode: the monitored metric and its direction (defaults as in `replay`).
+        top_k: consider the K best usable checkpoints by the logged metric instead of only the rule's pick.
+        allow_pickle: consider checkpoints whose weights are only in pickle files.
+
+    Raises:
+        RuleConfigError: a bad rule or parameter.
+        MetricNotFound: the metric is not in the run.
+        CheckpointError: the run has no usable checkpoint (the message lists each one and what is wrong).
+    """
+    from logsage.core.objective import resolve_objective
+    from logsage.replay.engine import replay
+
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    if not history.checkpoints:
+        raise CheckpointError(
+            f"{history.path}: no checkpoint-N folders in the run; select needs the checkpoints on disk "
+            "(train with a checkpoint at every evaluation, e.g. `logsage train --save-all`)")
+    usable = _usable_history(history, allow_pickle)
+    result = replay([usable], [rule], metric=metric, mode=mode)
+    if result.errors:
+        raise LogsageError(result.errors[0]["error"])
+    decision = result.decisions[0]
+    objective = resolve_objective(history, metric, mode)
+    series = history.series[objective.metric]
+    value_at = {int(s): float(v) for s, v in zip(series.steps, series.values)}
+
+    notes: list[str] = []
+    excluded: list[dict[str, Any]] = []
+    for c in history.checkpoints:
+        problem = usable_problem(c, allow_pickle=allow_pickle)
+        if problem is None and c.step in value_at and not math.isfinite(value_at[c.step]):
+            problem = f"its logged {objective.metric} is {value_at[c.step]}"
+        if problem:
+            excluded.append({"step": c.step, "path": c.path, "problem": problem})
+    skipped_pickles = [c for c in history.checkpoints if c.pickle and c.whole and not allow_pickle]
+    if skipped_pickles:
+        names = ", ".join(_name(c) for c in skipped_pickles)
+        notes.append(f"not considered: {names} (weights only in pickle files); pass --allow-pickle to consider "
+                     "them (loaded with torch.load(weights_only=True))")
+    used_pickles = [c for c in history.checkpoints if c.pickle and c.whole and allow_pickle]
+    if used_pickles:
+        notes.append(f"--allow-pickle: {', '.join(_name(c) for c in used_pickles)} may be loaded from pickle files "
+                     "with torch.load(weights_only=True)")
+    if decision.note:
+        notes.append(decision.note)
+
+    rule_step = decision.selected_step
+    if rule_step is not None and history.checkpoint_at(rule_step) is None:
+        rule_step = None  # a run without inventory selects over evaluations; never here (checked above)
+
+    by_step = {c.step: c for c in usable.checkpoints}
+    good = [c for c in usable.checkpoints if c.whole and c.step in value_at and math.isfinite(value_at[c.step])]
+    oriented = {c.step: (value_at[c.step] if objective.mode == "min" else -value_at[c.step]) for c in good}
+    ranked = sorted(good, key=lambda c: (oriented[c.step], c.step))
+    rank_of = {c.step: i + 1 for i, c in enumerate(ranked)}
+
+    # What was wrong with the logged best, and what stands in for it.
+    best = decision.best_step
+    already_said = bool(decision.note) and f"step {best} " in f"{decision.note} "
+    if best is not None and best not in rank_of and not already_said:
+        orig = history.checkpoint_at(best)
+        what = "is missing" if orig is None else (usable_problem(orig, allow_pickle=allow_pickle) or "is not usable")
+        name = f"checkpoint-{best}" if orig is None else _name(orig)
+        instead = ranked[0].step if ranked else None
+        notes.append(f"the logged best {objective.metric} ({value_at.get(best):.6g} at step {best}) has no usable "
+                     f"checkpoint: {name} {what}" + (f"; the best usable checkpoint is step {instead}"
+                                                      if instead is not None else ""))
+
+    if top_k is None:
+        if rule_step is None or rule_step not in by_step or not by_step[rule_step].whole:
+            raise CheckpointError(_nothing_usable(history, excluded, decision))
+        chosen = [by_step[rule_step]]
+    else:
+        chosen = ranked[:top_k]
+        if not chosen:
+            raise CheckpointError(_nothing_usable(history, excluded, decision))
+        if top_k > len(ranked):
+            notes.append(f"--top-k {top_k}: only {len(ranked)} usable checkpoint(s) with a logged "
+                         f"{objective.metric}")
+    candidates = [
+        Candidate(step=c.step, path=c.path, kind=c.kind, logged_value=value_at.get(c.step),
+                  logged_rank=rank_of.get(c.step, 0), rule_pick=c.step == rule_step,
+                  pickle=history.checkpoint_at(c.step).pickle)
+        for c in chosen
+    ]
+    return Selection(run=history.path, rule=decision.rule, params=decision.params, metric=objective.metric,
+                     mode=objective.mode, decision=decision, rule_step=rule_step, candidates=candidates,
+                     notes=notes, excluded=excluded)
+
+
+def _nothing_usable(history: History, excluded: list[dict[str, Any]], decision: Any) -> str:
+    listed = "; ".join(f"checkpoint-{e['step']}: {e['problem']}" for e in excluded[:4])
+    more = f" (+{len(excluded) - 4} more)" if len(excluded) > 4 else ""
+    why = f" ({decision.note})" if decision.note else (f" ({decision.reason})" if not decision.decidable else "")
+    return (f"{history.path}: no usable checkpoint to select{why}; {listed or 'no checkpoint has a logged value'}"
+            f"{more}")
+
+
+# ====================================================================== run facts
+def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The `logsage train` manifest of a run folder (RUN/logsage_run.json), or None when there is none.
+
+    Read as plain JSON so that this works without the training extras installed.
+    """
+    path = Path(run_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"{path}: unreadable manifest; fix or remove it") from None
+    return data if isinstance(data, dict) else None
+
+
+def manifest_base(manifest: dict[str, Any] | None) -> str | None:
+    """The base model a `logsage train` manifest names: its local folder, else its hub id."""
+    if not manifest:
+        return None
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        if model.get("kind") == "full":
+            return None  # a full fine-tune's checkpoints are whole models
+        return model.get("path") or model.get("name")
+    if isinstance(model, str):
+        return model
+    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    return cfg.get("model")
+
+
+def _data_path(f: str, run_dir: Path, abs_path: str | None = None) -> str:
+    """A data path recorded at training time: as given (relative to where training ran), else its
+    recorded absolute path, else beside the run."""
+    p = Path(f)
+    if p.exists() or p.is_absolute():
+        return str(p)
+    if abs_path and Path(abs_path).exists():
+        return abs_path
+    for root in (run_dir, run_dir.parent):
+        if (root / p).exists():
+            return str(root / p)
+    return str(p)
+
+
+def manifest_eval_data(manifest: dict[str, Any] | None, run_dir: Path) -> tuple[Any, list[str]]:
+    """(the eval set a manifest names as a `logsage.ship.evaluate.EvalData`, or None; warnings).
+
+    Eval files when the run had --eval-data, else the split it held out of its
+    training files (same files, split and seed). A file whose sha256 differs from the
+    one recorded is named in a warning.
+    """
+    if not manifest or not isinstance(manifest.get("config"), dict):
+        return None, []
+    from logsage.ship.evaluate import EvalData
+    from logsage.ship.export import sha256_file
+
+    cfg = manifest["config"]
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    warnings: list[str] = []
+    recorded = {e.get("path"): e.get("sha256") for e in (data.get("train") or []) + (data.get("eval") or [])
+                if isinstance(e, dict)}
+    if cfg.get("eval_data"):
+        files, split = [str(f) for f in cfg["eval_data"]], None
+    elif cfg.get("data") and data.get("eval_split") is not None:
+        files, split = [str(f) for f in cfg["data"]], float(data["eval_split"])
+    else:
+        return None, []
+    absolute = {e.get("path"): e.get("abs_path") for e in (data.get("train") or []) + (data.get("eval") or [])
+                if isinstance(e, dict)}
+    resolved = [_data_path(f, run_dir, absolute.get(f)) for f in files]
+    missing = [f for f in resolved if not Path(f).is_file()]
+    if missing:
+        return None, [f"{MANIFEST_NAME} names the eval data {missing[0]}, which is not found from here (nor beside "
+                      f"the run); pass --eval-data to re-evaluate"]
+    for given, path in zip(files, resolved):
+        want = recorded.get(given)
+        if want and Path(path).is_file() and sha256_file(Path(path)) != want:
+            warnings.append(f"{path}: changed since training (sha256 differs from the manifest); the re-evaluated "
+                            "loss will not match the logged one")
+    split_value: float | None = None
+    if split is not None:
+        split_value = int(split) if split >= 1 else split
+    ids = data.get("eval_ids") if split is not None else None
+    return EvalData(files=resolved, split=split_value, seed=int(cfg.get("seed", 42)), expected_ids=ids), warnings
+
+
+def resolve_base(base: str | None, adapter_dir: Path | None, run_dir: Path,
+                 manifest: dict[str, Any] | None) -> tuple[Path, str]:
+    """(base model folder, where its name came from): --base, else the adapter's config, else the manifest.
+
+    A name is tried as a local folder (as given, then relative to the run and the
+    adapter folders), then in the local Hugging Face cache (never downloaded).
+    """
+    tried: list[str] = []
+    sources: list[tuple[str | None, str]] = [(base, "--base")]
+    if adapter_dir is not None and (adapter_dir / "adapter_config.json").exists():
+        try:
+            cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        sources.append((cfg.get("base_model_name_or_path"), f"{adapter_dir.name}/adapter_config.json"))
+    sources.append((manifest_base(manifest), MANIFEST_NAME))
+    for name, source in sources:
+        if not name:
+            continue
+        for cand in (Path(name), run_dir / name, *( [adapter_dir / name] if adapter_dir else [])):
+            if cand.is_dir() and (cand / "config.json").exists():
+                return cand, source
+        cached = _hf_cache(name)
+        if cached is not None:
+            return cached, source
+        tried.append(f"{name!r} (from {source})")
+        if source == "--base":  # an explicit --base that does not exist is an error, not a fallback
+            raise UsageError(f"--base {name}: no model folder (with config.json) there and not in the local "
+                             "Hugging Face cache; pass the folder of the base model")
+    if tried:
+        raise CheckpointError(f"base model not found locally: tried {', '.join(tried)}; pass --base with the "
+                              "folder of the base model (download it first if needed)")
+    raise CheckpointError(f"{run_dir}: the base model is not named anywhere (no --base, no base_model_name_or_path "
+                          "in adapter_config.json, no manifest); pass --base")
+
+
+def _hf_cache(name: str) -> Path | None:
+    if name.count("/") != 1 or name.startswith((".", "/")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        p = Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached, or huggingface_hub missing: not a local model
+        return None
+    return p if (p / "config.json").exists() else None
+
+
+# ====================================================================== select + evaluate + export
+@dataclass
+class SelectResult:
+    """What `logsage select` reports (and writes into the provenance file of an export)."""
+
+    selection: Selection
+    selected_step: int
+    base: str | None = None
+    base_source: str | None = None
+    evaluation: dict[str, Any] | None = None  # logsage.ship.evaluate.EvalReport.to_dict()
+    reevaluation_skipped: str | None = None  # why there was no re-evaluation
+    differs_from_rule: bool | None = None
+    logged_paired_test: dict[str, Any] | None = None  # from the run's own per-example eval losses
+    export: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        sel = self.selection
+        evals = {r["step"]: r for r in (self.evaluation or {}).get("results", [])}
+        candidates = []
+        for c in sel.candidates:
+            d = c.to_dict()
+            r = evals.get(c.step)
+            if r is not None:
+                d["reevaluated"] = {k: r.get(k) for k in ("loss", "perplexity", "n_examples", "n_tokens", "seconds")}
+                d["reevaluated_rank"] = r.get("rank")
+                if c.logged_value is not None and r.get("loss") is not None and _is_loss(sel.metric):
+                    d["difference"] = r["loss"] - c.logged_value
+                    d["relative_difference"] = (r["loss"] - c.logged_value) / abs(c.logged_value) \
+                        if c.logged_value else None
+            candidates.append(d)
+        return json_safe({
+            "run": sel.run,
+            "rule": sel.rule,
+            "params": sel.params,
+            "metric": sel.metric,
+            "mode": sel.mode,
+            "selected_step": self.selected_step,
+            "rule_step": sel.rule_step,
+            "differs_from_rule": self.differs_from_rule,
+            "candidates": candidates,
+            "base": self.base,
+            "base_source": self.base_source,
+            "reevaluation": self.evaluation,
+            "reevaluation_skipped": self.reevaluation_skipped,
+            "logged_paired_test": self.logged_paired_test,
+            "export": self.export,
+            "notes": sel.notes,
+            "warnings": self.warnings,
+            "excluded": sel.excluded,
+            "decision": sel.decision.to_dict(),
+        })
+
+
+def _logged_paired_test(history: History, selection: Selection) -> dict[str, Any] | None:
+    """The paired test between the two best candidates from the per-example losses the run logged, if any."""
+    steps = [c.step for c in sorted(selection.candidates, key=lambda c: c.logged_rank)][:2]
+    if len(steps) < 2 or not all(s in history.per_example for s in steps):
+        return None
+    from logsage.ship.evaluate import paired_test  # numpy + scipy only at import
+
+    return paired_test(history.per_example[steps[0]], history.per_example[steps[1]], steps[0], steps[1])
+
+
+def _is_loss(metric: str) -> bool:
+    from logsage.core.names import canonical_name
+
+    return "loss" in canonical_name(metric)
+
+
+def select_checkpoint(
+    run: str | os.PathLike,
+    rule: str,
+    *,
+    metric: str | None = None,
+    mode: str | None = None,
+    top_k: int | None = None,
+    eval_data: Sequence[str] | None = None,
+    base: str | None = None,
+    export: str | os.PathLike | None = None,
+    merge: bool = False,
+    dtype: str | None = None,
+    force: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    eval_batch_size: int | None = None,
+    max_length: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SelectResult:
+    """Choose a run's checkpoint under a rule, re-evaluate the candidates, and optionally export the winner.
+
+    Args:
+        run: the run folder (checkpoints are found under it, as given).
+        rule: the rule spec, e.g. "hf:patience=3".
+        metric, mode: the monitored metric and direction (defaults: the run's eval loss, min).
+        top_k: re-evaluate the K best checkpoints by the logged metric; the export is the first after
+            re-evaluation.
+        eval_data: eval data file(s) (JSON/JSONL, the formats `logsage train` reads); default: the eval set
+            named in the run's manifest; with neither, re-evaluation is skipped and the result says so.
+        base: the base model folder (default: the adapter's config, then the manifest).
+        export: write the selected checkpoint here (atomically; refused when it exists, unless `force`).
+        merge: export the base with the adapter merged (sharded safetensors) instead of the adapter.
+        dtype: merged export dtype (auto, bf16, fp16, fp32); default: the base's.
+        allow_pickle: consider and load pickle-only checkpoints (torch.load(weights_only=True)).
+        trust_remote_code: passed to transformers when loading models and tokenizers.
+        eval_batch_size, max_length: re-evaluation settings (default: the manifest's, else 8 and 2048).
+        progress: called as (label, done, total) during re-evaluation and export.
+        warn: called with each warning as it happens (the result lists them too).
+    """
+    from logsage.ingest import load_history
+
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run}: not a run folder; select needs the folder that holds the checkpoint-N folders")
+    history = load_history(run)
+    selection = choose_candidates(history, rule, metric=metric, mode=mode, top_k=top_k, allow_pickle=allow_pickle)
+    manifest = read_manifest(run_dir)
+    result = SelectResult(selection=selection, selected_step=selection.candidates[0].step)
+
+    def note(msg: str) -> None:
+        result.warnings.append(msg)
+        if warn:
+            warn(msg)
+
+    first = Path(selection.candidates[0].path)
+    needs_base = any(c.kind == "adapter" for c in selection.candidates)
+    eval_source = None
+    skipped = ("no --eval-data given and the run has no logsage train manifest naming an eval set; candidates "
+               "are ranked by the logged metric only")
+    if eval_data:
+        from logsage.ship.evaluate import EvalData
+
+        eval_source = EvalData(files=[str(f) for f in eval_data])
+    else:
+        eval_source, data_warnings = manifest_eval_data(manifest, run_dir)
+        for w in data_warnings:
+            note(w)
+        if eval_source is None and data_warnings:
+            skipped = data_warnings[-1]
+
+    base_dir: Path | None = None
+    if needs_base and (eval_source is not None or (export is not None and merge) or base):
+        base_dir, source = resolve_base(base, first, run_dir, manifest)
+        result.base, result.base_source = str(base_dir), source
+
+    if eval_source is not None:
+        from logsage.ship.evaluate import EvalSettings, evaluate_checkpoints
+
+        settings = EvalSettings.from_manifest(manifest, batch_size=eval_batch_size, max_length=max_length)
+        report = evaluate_checkpoints(
+            [(c.step, Path(c.path), c.kind) for c in selection.candidates], base=base_dir, eval_data=eval_source,
+            settings=settings, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
+            logged={c.step: c.logged_value for c in selection.candidates}, metric=selection.metric)
+        result.evaluation = report.to_dict()
+        for w in report.warnings:
+            note(w)
+        if top_k is not None:
+            result.selected_step = report.ranked_steps()[0]
+    else:
+        result.reevaluation_skipped = skipped
+        result.logged_paired_test = _logged_paired_test(history, selection)
+    if top_k is not None:
+        result.differs_from_rule = (None if selection.rule_step is None
+                                    else result.selected_step != selection.rule_step)
+        if result.differs_from_rule:
+            note(f"the export candidate (step {result.selected_step}) differs from the rule's pick "
+                 f"(step {selection.rule_step})")
+
+    if export is not None:
+        from logsage.ship.export import export_checkpoint
+
+        chosen = next(c for c in selection.candidates if c.step == result.selected_step)
+        if chosen.kind == "adapter" and base_dir is None:
+            try:
+                base_dir, source = resolve_base(base, Path(chosen.path), run_dir, manifest)
+                result.base, result.base_source = str(base_dir), source
+            except LogsageError:
+                if merge:
+                    raise
+                # An adapter export needs the base only for its tokenizer, when the checkpoint has none.
+        provenance = {k: v for k, v in result.to_dict().items() if k != "export"}
+        provenance["manifest"] = manifest
+        exp = export_checkpoint(
+            Path(chosen.path), export, kind=chosen.kind, base_dir=base_dir, merge=merge, dtype=dtype, force=force,
+            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, provenance=provenance,
+            manifest=manifest, progress=progress, warn=note)
+        result.export = exp.to_dict()
+    return result
