@@ -1,10 +1,17 @@
 """logsage: replay fine-tuning logs through stopping rules, score the decisions, ship the checkpoint.
 
-The public Python API (everything the CLI does can be done from here):
+The public Python API: every stage of the pipeline, importable from here.
 
     >>> import logsage
-    >>> run = logsage.load_history("runs/qwen-lora")          # any supported log, file or folder
-    >>> run.metric("eval_loss").values                         # numpy array, by global step
+    >>> run = logsage.load_history("runs/qwen-lora")          # ingest: any supported log, file or folder
+    >>> result = logsage.replay([run], ["hf:patience=3", "gl"])  # replay: scored decisions per rule
+    >>> best = logsage.tune([run, ...])                         # analysis: which rule next time
+
+Stages, in pipeline order: ingest (`load_history`, `stitch_histories`, `History`) ->
+rules (`list_rules`, `get_rule`) -> replay (`replay`, `replay_paths`, `decide_values`,
+`Decision`, `ReplayResult`) -> analysis (`tune`, `tune_paths`) -> report
+(`build_report`, `report_paths`) -> ship (`select_checkpoint`, `export_checkpoint`,
+`prune`) and live (`Watcher`, `watch`). Errors are `LogsageError` subclasses.
 
 Names are imported lazily so that `import logsage` (and `logsage --help`) stays
 fast; torch, transformers and peft are never imported here.
@@ -18,15 +25,43 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    # core
     "LogsageError": "logsage.core.errors",
+    "UsageError": "logsage.core.errors",
+    "IngestError": "logsage.core.errors",
     "Checkpoint": "logsage.core.history",
     "Cleanup": "logsage.core.history",
     "History": "logsage.core.history",
     "Series": "logsage.core.history",
+    # ingest
     "FORMATS": "logsage.ingest",
     "formats": "logsage.ingest",
     "load_history": "logsage.ingest",
     "stitch_histories": "logsage.ingest",
+    # rules
+    "get_rule": "logsage.rules.base",
+    "list_rules": "logsage.rules.base",
+    # replay
+    "Decision": "logsage.replay.engine",
+    "ReplayResult": "logsage.replay.engine",
+    "decide_values": "logsage.replay.engine",
+    "expand_rules": "logsage.replay.engine",
+    "replay": "logsage.replay.engine",
+    "replay_paths": "logsage.replay.engine",
+    # analysis
+    "TuneResult": "logsage.analysis.tune",
+    "tune": "logsage.analysis.tune",
+    "tune_paths": "logsage.analysis.tune",
+    # report
+    "build_report": "logsage.report.html",
+    "report_paths": "logsage.report.html",
+    # ship
+    "select_checkpoint": "logsage.ship.select",
+    "export_checkpoint": "logsage.ship.export",
+    "prune": "logsage.ship.prune",
+    # live
+    "Watcher": "logsage.live.watch",
+    "watch": "logsage.live.watch",
 }
 
 __all__ = ["__version__", *_LAZY]
