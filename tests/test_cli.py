@@ -144,3 +144,30 @@ def test_cli_reads_event_files_without_numba_probing_scipy_linalg(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_mistyped_command_gets_a_suggestion_and_exit_2():
+    out = _run("replya", "x")
+    assert out.returncode == 2
+    assert "No such command 'replya'. Did you mean 'replay'?" in out.stderr
+
+
+def test_command_list_is_in_workflow_order_and_never_cut():
+    out = _run("--help")
+    listed = [line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines()
+              if line.startswith("  ") and not line.startswith("   ")]
+    from logsage.cli.main import _COMMANDS
+
+    assert listed == list(_COMMANDS)
+    assert listed.index("ingest") < listed.index("replay") < listed.index("tune") < listed.index("select")
+    assert "..." not in out.stdout.split("Commands:")[1] and "…" not in out.stdout
+
+
+@pytest.mark.slow
+def test_ingest_lists_every_checkpoint_of_a_trained_run(tiny_run_dir):
+    res = CliRunner().invoke(cli, ["ingest", str(tiny_run_dir)])
+    assert res.exit_code == 0, res.output
+    steps = sorted(int(p.name.split("-")[1]) for p in Path(tiny_run_dir).glob("checkpoint-*"))
+    assert f"checkpoints: {len(steps)} ({len(steps)} whole)" in res.output
+    for step in steps:
+        assert f"checkpoint-{step}  adapter, whole" in res.output

@@ -66,10 +66,35 @@ def _render(h) -> None:
         t.add_row(name, s.canonical, s.kind, str(len(s)), rng, str(s.n_non_finite or ""))
     con.print(t)
     if h.checkpoints:
-        whole = sum(c.whole for c in h.checkpoints)
-        con.print(f"checkpoints: {len(h.checkpoints)} ({whole} whole)")
-        for c in h.checkpoints:
-            if not c.whole:
-                con.print(f"  checkpoint-{c.step}: {c.kind}, NOT whole: {c.problem}")
+        _render_checkpoints(con, h.checkpoints)
     for c in h.cleanups:
         con.print(f"  [dim]{c.kind}:[/dim] {c.message}")
+
+
+# Beyond this many checkpoints the whole ones are summarised; the broken ones are always listed.
+CHECKPOINTS_LISTED = 12
+
+
+def _render_checkpoints(con, checkpoints) -> None:
+    """One line per checkpoint (folder, kind, whole or what is wrong); long whole runs are elided in the middle."""
+    from pathlib import Path
+
+    whole = sum(c.whole for c in checkpoints)
+    con.print(f"checkpoints: {len(checkpoints)} ({whole} whole)")
+    shown = set(range(len(checkpoints)))
+    if len(checkpoints) > CHECKPOINTS_LISTED:
+        half = CHECKPOINTS_LISTED // 2
+        shown = set(range(half)) | set(range(len(checkpoints) - half, len(checkpoints)))
+    elided = 0
+    for i, c in enumerate(checkpoints):
+        if i not in shown and c.whole:
+            elided += 1
+            continue
+        if elided:
+            con.print(f"  ... {elided} more whole checkpoints")
+            elided = 0
+        state = "whole" if c.whole else f"NOT whole: {c.problem}"
+        pickle = ", pickle weights (not loaded without --allow-pickle)" if c.pickle else ""
+        con.print(f"  step {c.step:>8}  {Path(c.path).name}  {c.kind}, {state}{pickle}", markup=False)
+    if elided:
+        con.print(f"  ... {elided} more whole checkpoints")

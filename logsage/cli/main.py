@@ -18,18 +18,19 @@ import click
 
 from logsage import __version__
 
-# Command modules, each defining `command` (a click.Command). Loaded lazily so that
+# Command modules in workflow order (read, decide, learn, show, follow, train, ship), each
+# defining `command` (a click.Command). Loaded lazily so that
 # `logsage --help` stays fast and one command's imports never slow another.
 _COMMANDS = {
     "ingest": "logsage.cli.ingest",
-    "replay": "logsage.cli.replay",
     "rules": "logsage.cli.rules",
-    "train": "logsage.cli.train",
-    "select": "logsage.cli.select",
-    "prune": "logsage.cli.prune",
+    "replay": "logsage.cli.replay",
     "tune": "logsage.cli.tune",
     "report": "logsage.cli.report",
     "watch": "logsage.cli.watch",
+    "train": "logsage.cli.train",
+    "select": "logsage.cli.select",
+    "prune": "logsage.cli.prune",
 }
 
 
@@ -45,7 +46,29 @@ class _Group(click.Group):
     """A group whose commands are imported only when listed or run, with errors rendered once."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_available())
+        return list(_available())  # workflow order, as `_COMMANDS` declares them
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Click cuts each description to the terminal's width with "..."; show the first
+        # sentence whole instead (the definition list wraps it).
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            import difflib
+
+            close = difflib.get_close_matches(name, list(_COMMANDS), n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            ctx.fail(f"No such command '{name}'.{hint} (commands: {', '.join(self.list_commands(ctx))})")
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         mod = _available().get(name)
