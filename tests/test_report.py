@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from logsage.cli.main import cli
 from logsage.analysis.cost import CostModel, costs
 from logsage.core.history import Checkpoint, History, Series
-from logsage.report.html import _decimate, build_report, referenced_urls
+from logsage.report.figures import decimate as _decimate
+from logsage.report.html import build_report, referenced_urls
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 RULES = ["hf:patience=2", "gl", "none"]
@@ -295,3 +296,77 @@ def test_an_unusable_run_is_named_once(tmp_path):
     for warn in re.findall(r'<p class="warn">(.*?)</p>', text):
         for path in (str(train_only), missing):
             assert html.unescape(warn).count(path) <= 1, warn
+
+
+# What a 1280 px window shows: no horizontal scroll, and every label of every chart inside its SVG box.
+_MEASURE = """<script>
+window.addEventListener('load', function () {
+  var out = {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, outside: [], svgs: 0,
+             widths: []};
+  document.querySelectorAll('svg').forEach(function (svg) {
+    out.svgs += 1;
+    var vb = svg.viewBox.baseVal, r = svg.getBoundingClientRect();
+    out.widths.push(r.width);
+    svg.querySelectorAll('text').forEach(function (t) {
+      var b = t.getBoundingClientRect();
+      if (b.width === 0) return;
+      if (b.left < r.left - 0.5 || b.right > r.right + 0.5 || b.top < r.top - 0.5 || b.bottom > r.bottom + 0.5)
+        out.outside.push(t.textContent + ' @ ' + (svg.getAttribute('class') || ''));
+    });
+  });
+  var pre = document.createElement('pre'); pre.id = 'measure'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install chromium)")
+def test_report_fits_a_1280px_window_with_every_label_inside_its_chart(tmp_path):
+    runs = [str(REAL / "hf_trainer_state" / "gner-qe-roberta-large-num30-40ep"),
+            str(REAL / "hf_trainer_state" / "gner-qe-deberta-v3-base-num40-40ep"),
+            str(REAL / "tfevents" / "lightning-seq2seq-translit-v15")]
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(cli, ["report", *runs, "--out", str(out), "--metric", "eval_loss"])
+    assert res.exit_code == 0, res.output
+    page = tmp_path / "measured.html"
+    page.write_text(out.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+    dom = _chromium(tmp_path, "--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom",
+                    page.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="measure">(.*?)</pre>', dom.stdout, re.S)
+    assert found, "the measuring script did not run"
+    m = json.loads(html.unescape(found.group(1)))
+    assert m["svgs"] >= 4  # one per run and the Pareto chart
+    assert m["scroll"] <= m["inner"], f"horizontal scroll: page {m['scroll']} px in a {m['inner']} px window"
+    assert m["outside"] == [], f"labels cut at a chart's edge: {m['outside']}"
+    assert min(m["widths"]) >= 0.85 * 1180, f"charts do not use the page's width: {m['widths']}"
+
+
+def test_run_png_legend_names_coinciding_stops_the_ring_and_the_checkpoint_ticks(tmp_path):
+    from logsage.replay.engine import replay
+    from logsage.report.figures import rule_colors, rule_label, run_figure, same_stops
+    from logsage.report.png import Canvas as _Canvas, png_run, pyplot as _pyplot
+
+    h = _run("runs/a", 0, n=30)
+    decisions = replay([h], ["hf", "keras", "none"]).decisions  # HF and Keras defaults stop together
+    assert decisions[0].stop_step == decisions[1].stop_step is not None
+    colors = rule_colors([rule_label(d.rule, d.params) for d in decisions])
+    fig = run_figure(h, decisions, 0, colors)
+    assert same_stops(fig.markers) == [(decisions[0].stop_step, ["hf", "keras"])]
+    canvas = _Canvas(_pyplot())
+    try:
+        png_run(fig, tmp_path / "run.png", canvas=canvas)
+        labels = [t.get_text() for t in canvas.ax.get_legend().get_texts()]
+    finally:
+        canvas.close()
+    assert "hf = keras stop" in labels and "keras stop" not in labels
+    assert "ring: checkpoint kept" in labels
+    assert {"tick: whole checkpoint", "tick: checkpoint not whole"} <= set(labels)
+    assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_html_legend_names_rules_whose_stop_lines_coincide():
+    h = _run("runs/a", 0, n=30)
+    text = build_report([h], rules=["hf", "keras", "none"]).html
+    assert "same stop at" in text and "hf = keras" in text
+    assert "ckpt strip: green whole / red not whole / grey no checkpoint" in text

@@ -7,7 +7,7 @@ The monitored eval metric is drawn against the global step with the training los
 on a second axis; each decision adds a dashed line at its stop and a ring on its
 selected checkpoint; the hindsight best is a star; the checkpoint inventory is a
 strip of ticks (whole / broken / none) under the axis. This is the same figure the
-HTML report draws (`logsage.report.html.run_figure` describes it once; the report renders
+HTML report draws (`logsage.report.figures.run_figure` describes it once; the report renders
 it as inline SVG, this module as PNG), so `replay --plot` and `report --png` agree.
 """
 
@@ -47,7 +47,8 @@ def plot_run(history: Any, decisions: Sequence[Any], out_png: str | os.PathLike,
     Returns:
         The path written, as a string.
     """
-    from logsage.report.html import png_run, rule_colors, rule_label, run_figure
+    from logsage.report.figures import rule_colors, rule_label, run_figure
+    from logsage.report.png import png_run
 
     decisions = list(decisions)
     if metric is not None:
