@@ -201,3 +201,26 @@ def test_selection_respects_the_checkpoints_on_disk(tmp_path):
     assert p3["regret"] == pytest.approx(0.35849 - 0.32100, abs=1e-4)
     text = invoke(str(run), "--rule", "hf").stdout
     assert "Note:" in text and "checkpoint-1000" in text
+
+
+def test_an_80_column_terminal_shows_whole_params_and_a_column_legend(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import logsage.cli.replay as replay_cmd
+
+    buf = io.StringIO()
+    monkeypatch.setattr(replay_cmd, "console", lambda stderr=False: Console(file=buf, width=80, highlight=False,
+                                                                            soft_wrap=True))
+    run = str(Path(__file__).resolve().parents[2] / "shared" / "real-runs" / "hf_trainer_state"
+              / "gner-qe-roberta-large-num30-40ep")
+    res = CliRunner().invoke(cli, ["replay", run, "--rule", "hf:patience=3,threshold=1e-4", "--rule", "none"])
+    assert res.exit_code == 0, res.output
+    table = buf.getvalue()
+    assert "…" not in table
+    assert "patience=3," in table and "threshold=0.0001" in table
+    legend = " ".join(table.split())
+    assert replay_cmd.COLUMN_LEGEND in legend
+    for column in ("regret:", "saved:", "trend/eval:", "gap:"):
+        assert column in replay_cmd.COLUMN_LEGEND

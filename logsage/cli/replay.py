@@ -171,6 +171,14 @@ def _shown_params(rule: str, params: dict) -> str:
     return ", ".join(changed) or "defaults"
 
 
+# What the terminal table's columns mean, printed under it (the JSON has the same fields by name).
+COLUMN_LEGEND = ("stop: step the rule stops at · selected: checkpoint it keeps · regret: kept value minus the "
+                 "best in hindsight, in the metric's units (0 = nothing lost) · saved: share of the run's steps "
+                 "after the stop · trend/eval: least-squares slope per evaluation over the last 5 evaluations up "
+                 "to the stop, p its two-sided p-value · gap: eval loss minus train loss near the stop "
+                 "(positive = overfitting)")
+
+
 def _render(result, *, several: bool) -> None:
     from rich.table import Table
 
@@ -190,7 +198,10 @@ def _render(result, *, several: bool) -> None:
         con.print(f"[bold]{run}[/bold]  metric: {first.metric} (mode {first.mode})  {best}")
         t = Table(show_edge=False, pad_edge=False)
         for col in ("rule", "params", "stop", "selected (value)", "regret", "saved", "trend/eval", "gap"):
-            t.add_column(col, justify="left" if col in ("rule", "params", "selected (value)") else "right")
+            # params fold onto a second line in a narrow terminal instead of being cut to "patience…"
+            t.add_column(col, justify="left" if col in ("rule", "params", "selected (value)") else "right",
+                         overflow="fold" if col in ("params", "trend/eval") else "ellipsis",
+                         min_width={"params": 17, "trend/eval": 10}.get(col))
         for d in ds:
             selected = "-" if d.selected_step is None else f"{d.selected_step} ({_fmt(d.selected_value)})"
             saved = "-" if d.fraction_saved is None else f"{100 * d.fraction_saved:.0f}%"
@@ -200,6 +211,7 @@ def _render(result, *, several: bool) -> None:
             t.add_row(d.rule, _shown_params(d.rule, d.params), stop, selected, _fmt(d.regret), saved, trend,
                       _fmt(d.overfit_gap))
         con.print(t)
+        con.print(f"[dim]{COLUMN_LEGEND}[/dim]", soft_wrap=False)
         for d in ds:  # reasons are sentences: one line each under the table, not a squeezed column
             note = f" [yellow]Note: {d.note}[/yellow]" if d.note else ""
             con.print(f"  [dim]{d.rule} ({_shown_params(d.rule, d.params)}):[/dim] {d.reason}{note}",
