@@ -9,7 +9,7 @@ Two cases from the issue, each timed three ways:
 
 Timings (best of `--repeat`):
 
-* `render`: `logsage.report.html.render_html` alone, decisions already replayed;
+* `render`: `logsage.report.html.build_report` alone, decisions already replayed;
 * `build`: `build_report` = replay through the default rules + render, histories in memory;
 * `cli`: `python -m logsage report RUN... --out report.html` in a fresh process on the runs
   written as trainer_state.json files: interpreter start, imports, reading, replay, render
@@ -83,13 +83,13 @@ def best_of(fn, repeat: int) -> tuple[float, float]:
 
 def bench_case(name: str, histories: list[History], tmp: Path, repeat: int) -> dict:
     from logsage.replay.engine import replay
-    from logsage.report.html import DEFAULT_REPORT_RULES, build_report, render_html
+    from logsage.report.html import DEFAULT_REPORT_RULES, build_report, report_runs
 
     rules = DEFAULT_REPORT_RULES
     result = replay(histories, rules)
-    render, render_first = best_of(lambda: render_html(histories, result), repeat)
-    build, _ = best_of(lambda: build_report(histories, rules=rules), repeat)
-    html_size = len(render_html(histories, result).html)
+    render, render_first = best_of(lambda: build_report(histories, result), repeat)
+    build, _ = best_of(lambda: report_runs(histories, rules=rules), repeat)
+    html_size = len(build_report(histories, result).html)
     folders = []
     for i, h in enumerate(histories):
         folder = tmp / name / f"run-{i:02d}"

@@ -55,6 +55,7 @@ _LAZY = {
     # report
     "build_report": "logsage.report.html",
     "report_paths": "logsage.report.html",
+    "report_runs": "logsage.report.html",
     # ship
     "select_checkpoint": "logsage.ship.select",
     "export_checkpoint": "logsage.ship.export",

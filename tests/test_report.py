@@ -20,7 +20,7 @@ from logsage.cli.main import cli
 from logsage.analysis.cost import CostModel, costs
 from logsage.core.history import Checkpoint, History, Series
 from logsage.report.figures import decimate as _decimate
-from logsage.report.html import build_report, referenced_urls
+from logsage.report.html import build_report, referenced_urls, report_runs
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
 RULES = ["hf:patience=2", "gl", "none"]
@@ -73,7 +73,7 @@ def _parse(html_text: str) -> _Plots:
 
 def test_report_is_self_contained_with_one_plot_per_run():
     runs = [_run("runs/a", 0), _run("runs/b", 1, with_checkpoints=False), _run("runs/c", 2, n=35)]
-    report = build_report(runs, rules=RULES)
+    report = report_runs(runs, rules=RULES)
     assert referenced_urls(report.html) == []
     assert 'http-equiv="Content-Security-Policy"' in report.html
     plots = _parse(report.html)
@@ -92,7 +92,7 @@ def test_the_self_containment_check_itself_finds_references():
 
 def test_run_section_shows_decisions_and_checkpoint_inventory():
     h = _run("runs/a", 0)
-    report = build_report([h], rules=RULES)
+    report = report_runs([h], rules=RULES)
     section = report.html[report.html.index('id="run-0"'):]
     assert "Decisions" in section and "Checkpoint inventory" in section
     assert "adapter_model.safetensors is truncated" in section  # the broken checkpoint, named
@@ -108,7 +108,7 @@ def test_run_section_shows_decisions_and_checkpoint_inventory():
 
 
 def test_non_finite_evaluations_leave_gaps_not_nan_coordinates():
-    report = build_report([_run("runs/nan", 3, nan_at=6)], rules=RULES)
+    report = report_runs([_run("runs/nan", 3, nan_at=6)], rules=RULES)
     for pts in re.findall(r'points="([^"]*)"', report.html):
         assert "nan" not in pts.lower() and "inf" not in pts.lower()
     assert report.html.count('class="eval"') == 2  # the curve is split at the NaN
@@ -147,7 +147,7 @@ def test_timing_guard_report_renders_under_5s(case):
     else:
         runs = [_run("runs/long", 5, n=600)]
     t0 = time.perf_counter()
-    report = build_report(runs)
+    report = report_runs(runs)
     elapsed = time.perf_counter() - t0
     assert _parse(report.html).runs == [h.path for h in runs]
     if len(runs) == 1:
@@ -157,7 +157,7 @@ def test_timing_guard_report_renders_under_5s(case):
 
 def test_tune_section_and_pngs(tmp_path):
     runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
-    report = build_report(runs, rules=RULES, with_tune=True)
+    report = report_runs(runs, rules=RULES, with_tune=True)
     assert "tune" in _parse(report.html).sections
     assert "Objective:" in report.html and "leave-one-run-out" in report.html
     written = report.write(tmp_path / "out" / "report.html", png_dir=tmp_path / "png")
@@ -236,7 +236,7 @@ def test_decisions_table_has_gpu_hours_and_money_per_run():
     """--gpus 8 --gpu-hour-cost 2.5: each decision's money saved, next to its GPU-hours."""
     runs = [_run("runs/a", 0, n=30), _run("runs/b", 1, n=30)]
     model = CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10.0)
-    report = build_report(runs, rules=RULES, cost=model)
+    report = report_runs(runs, rules=RULES, cost=model)
     from logsage.replay.engine import replay
 
     expected = costs(replay(runs, RULES).decisions, runs, model)
@@ -251,13 +251,13 @@ def test_decisions_table_has_gpu_hours_and_money_per_run():
             assert row[m][1] == f"{c.money_saved:,.2f}"
         assert any(float(r[m][0]) > 0 for r in rows)
     # Without a price there is no money column (not a column of blanks).
-    plain = build_report(runs[:1], rules=RULES, cost=CostModel(run_hours=10.0))
+    plain = report_runs(runs[:1], rules=RULES, cost=CostModel(run_hours=10.0))
     assert "money saved" not in _table_after(plain.html, "<h3>Decisions</h3>")[0]
 
 
 def test_tune_section_per_run_validation_has_gpu_hours_and_money():
     runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
-    report = build_report(runs, rules=RULES, with_tune=True, cost=CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10))
+    report = report_runs(runs, rules=RULES, with_tune=True, cost=CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10))
     headers, rows = _table_after(report.html, "<details><summary>per run</summary>")
     g, m = headers.index("GPU-h saved"), headers.index("money saved")
     assert len(rows) == 4
@@ -268,7 +268,7 @@ def test_tune_section_per_run_validation_has_gpu_hours_and_money():
 def test_partly_judged_rules_say_over_how_many_runs():
     runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
     del runs[0].series["loss"]  # PQ and UP's train-progress need it
-    report = build_report(runs, rules=["pq", "hf"], with_tune=True)
+    report = report_runs(runs, rules=["pq", "hf"], with_tune=True)
     headers, rows = _table_after(report.html, "Compared with common defaults")
     pq = next(r for r in rows if r[0][1] == "Prechelt PQ (defaults)")
     col = headers.index("runs judged")
@@ -367,6 +367,21 @@ def test_run_png_legend_names_coinciding_stops_the_ring_and_the_checkpoint_ticks
 
 def test_html_legend_names_rules_whose_stop_lines_coincide():
     h = _run("runs/a", 0, n=30)
-    text = build_report([h], rules=["hf", "keras", "none"]).html
+    text = report_runs([h], rules=["hf", "keras", "none"]).html
     assert "same stop at" in text and "hf = keras" in text
     assert "ckpt strip: green whole / red not whole / grey no checkpoint" in text
+
+
+def test_build_report_renders_the_results_it_is_given_without_replaying(monkeypatch):
+    from logsage.replay import engine
+    from logsage.replay.engine import replay
+
+    runs = [_run("runs/a", 0, n=30), _run("runs/b", 1, n=30)]
+    result = replay(runs, RULES)
+    monkeypatch.setattr(engine, "replay", lambda *a, **k: pytest.fail("build_report must not replay"))
+    report = build_report(runs, result, title="given", unread=[{"run": "runs/c", "error": "runs/c: unreadable"}])
+    strip = lambda t: re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d", "", t)  # noqa: E731 (the page's timestamp)
+    monkeypatch.undo()
+    assert strip(report.html) == strip(report_runs(runs, rules=RULES, title="given",
+                                                   unread=[{"run": "runs/c", "error": "runs/c: unreadable"}]).html)
+    assert report.html.index("runs/c: unreadable") < report.html.index('id="run-0"')

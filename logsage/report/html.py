@@ -1,7 +1,9 @@
 """Report: one self-contained HTML file (and optional PNGs) showing what each rule would have done.
 
-    >>> from logsage.report.html import build_report
-    >>> report = build_report(histories, rules=["hf:patience=3,threshold=1e-4", "gl"], with_tune=True)
+    >>> from logsage.report.html import build_report, report_runs
+    >>> result = replay(histories, ["hf:patience=3,threshold=1e-4", "gl"])
+    >>> report = build_report(histories, result, tune_result=tune(histories))   # a pure rendering
+    >>> report = report_runs(histories, rules=["hf:patience=3", "gl"], with_tune=True)  # replay + tune + render
     >>> report.write("report.html", png_dir="plots/")
 
 Per run: the eval curve (and the train loss on its own right-hand axis) with each
@@ -170,9 +172,18 @@ def write_pngs(report: Report, png_dir: str | os.PathLike) -> list[str]:
     return out
 
 
-def render_html(histories: Sequence[History], replay_result: Any, *, title: str | None = None,
-                tune_result: Any = None, cost: Any = None) -> Report:
-    """The report for runs already replayed (decisions for every run in `replay_result`)."""
+def build_report(histories: Sequence[History], replay_result: Any, *, tune_result: Any = None, cost: Any = None,
+                 title: str | None = None, unread: Sequence[dict] = ()) -> Report:
+    """The report of runs already replayed: a pure rendering of the results it is given.
+
+    Args:
+        histories: the runs, in the order `replay_result` has them.
+        replay_result: `replay(histories, ...)`'s result (decisions for every run).
+        tune_result: `tune(histories, ...)`'s result, for the recommendation section.
+        cost: a `CostModel` (default: one GPU, no price).
+        title: the page title (default: the run, or "N runs").
+        unread: runs that could not be read ({"run", "error"}), named at the top of the page.
+    """
     from logsage import __version__
     from logsage.analysis.cost import CostModel, costs, totals
 
@@ -203,6 +214,8 @@ def render_html(histories: Sequence[History], replay_result: Any, *, title: str 
                f"<p class=\"dim\">Regret = |kept checkpoint − best in hindsight| (relative: over |best|). "
                f"Saved = fraction of the run's steps after the stop. Cost: {esc('; '.join(cost.assumptions()))}."
                f"</p></header>")
+    for err in unread:  # runs that could not be read are named at the top, not silently missing
+        out.append(f'<p class="warn">{esc(run_message(err["run"], err["error"]))}</p>')
     if tune_result is not None:
         out.append(_tune_section(tune_result.to_dict()))
     if len(histories) > 1:
@@ -398,11 +411,11 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
 
 
 # ====================================================================== entry points
-def build_report(histories: Sequence[History], *, rules: Sequence[Any] | None = None, metric: str | None = None,
-                 mode: str | None = None, with_tune: bool = False, objective: str | None = None,
-                 cost: Any = None, title: str | None = None) -> Report:
+def report_runs(histories: Sequence[History], *, rules: Sequence[Any] | None = None, metric: str | None = None,
+                mode: str | None = None, with_tune: bool = False, objective: str | None = None,
+                cost: Any = None, title: str | None = None, unread: Sequence[dict] = ()) -> Report:
     """Replay the runs through the rules (default `DEFAULT_REPORT_RULES`; with `with_tune`, the
-    recommendation plus the common defaults) and render the report.
+    recommendation drawn first, then the rules), and `build_report` from the results.
 
     Raises:
         RuleConfigError / UsageError: a bad rule, objective or mode (before any work).
@@ -419,7 +432,7 @@ def build_report(histories: Sequence[History], *, rules: Sequence[Any] | None = 
         if rec is not None:  # drawn first, so it gets the first colour
             rule_specs = [(rec["rule"], rec["params"])] + rule_specs
     result = replay(histories, rule_specs, metric=metric, mode=mode)
-    return render_html(histories, result, title=title, tune_result=tune_result, cost=cost)
+    return build_report(histories, result, tune_result=tune_result, cost=cost, title=title, unread=unread)
 
 
 def _available(specs: Sequence[str]) -> list[str]:
@@ -453,10 +466,7 @@ def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str |
         if errors:
             raise IngestError("no run could be read: " + "; ".join(e["error"] for e in errors))
         raise UsageError("no run given; pass at least one run folder or log file")
-    report = build_report(histories, **kwargs)
-    if errors:  # unreadable runs are named at the top of the report, not silently missing
-        note = "".join(f'<p class="warn">{esc(run_message(e["run"], e["error"]))}</p>' for e in errors)
-        report.html = report.html.replace("</header>", "</header>" + note, 1)
+    report = report_runs(histories, unread=errors, **kwargs)
     written = report.write(out, png_dir=png_dir)
     return {"out": str(out), "written": written, "runs": [h.path for h in histories],
             "errors": errors + list(report.errors)}
@@ -486,6 +496,5 @@ def referenced_urls(html_text: str) -> list[str]:
     return found
 
 
-__all__ = ["DEFAULT_REPORT_RULES", "Marker", "ParetoFigure", "Report", "RunFigure", "build_report",
-           "pareto_figure", "png_pareto", "png_run", "referenced_urls", "render_html", "report_paths",
-           "run_figure", "svg_pareto", "svg_run", "write_pngs"]
+__all__ = ["DEFAULT_REPORT_RULES", "Report", "build_report", "referenced_urls", "report_paths", "report_runs",
+           "write_pngs"]
