@@ -32,10 +32,6 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if tty else 140)
 
 
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one strict JSON document on stdout.")(f)
 
