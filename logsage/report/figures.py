@@ -111,7 +111,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
+    ticks: list[float] = []
     t = first
     while t <= hi + step * 1e-9 and len(ticks) < 50:
         ticks.append(round(t, 12))
@@ -120,7 +120,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    ticks = []
+    ticks: list[float] = []
     for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
         for m in (1, 2, 5):
             v = m * 10.0 ** e
@@ -141,7 +141,8 @@ class Scale:
             lo, hi = lo - pad, hi + pad
         self.lo, self.hi, self.p0, self.p1 = lo, hi, p0, p1
 
-    def __call__(self, v: np.ndarray | float) -> np.ndarray | float:
+    def __call__(self, v: np.ndarray | float) -> np.ndarray:
+        """Pixel positions of `v`, always as an array (a 0-d array for a scalar: use float() on it)."""
         a = np.log10(v) if self.log else v
         return self.p0 + (np.asarray(a, dtype=float) - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
 

@@ -44,7 +44,7 @@ def png_run(fig: RunFigure, path: str | os.PathLike, *, canvas: Canvas | None = 
             ax.set_ylabel(fig.metric or "")
         has_train = fig.train_values is not None and fig.train_steps is not None and len(fig.train_steps) > 0
         ax2.set_visible(has_train)
-        if has_train:
+        if fig.train_values is not None and fig.train_steps is not None and has_train:
             trng = value_range(fig.train_values)
             idx = _decimate_index(fig.train_steps, fig.train_values, 760)
             ax2.plot(fig.train_steps[idx], fig.train_values[idx], color=TRAIN_COLOR, lw=0.8)

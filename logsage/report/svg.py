@@ -53,8 +53,8 @@ def svg_run(fig: RunFigure) -> str:
         rng = value_range(fig.train_values)
         if rng:
             sy2 = Scale(rng[0], rng[1], y0, y1, log=rng[2])
-            px, py = decimate(sx(fig.train_steps.astype(float)), sy2(for_scale(fig.train_values, rng[2])), x1 - x0)
-            for seg in polyline_segments(px, py):
+            cx, cy = decimate(sx(fig.train_steps.astype(float)), sy2(for_scale(fig.train_values, rng[2])), x1 - x0)
+            for seg in polyline_segments(cx, cy):
                 parts.append(f'<polyline class="train" points="{seg}"/>')
             for t in sy2.ticks():
                 py_t = float(sy2(t))
@@ -76,8 +76,8 @@ def svg_run(fig: RunFigure) -> str:
                          f'<text x="{x0 - 4}" y="{py_t + 3:.1f}" text-anchor="end">{_axis_label(t)}</text>')
         ex = sx(fig.eval_steps.astype(float))
         ey = sy(for_scale(fig.eval_values, rng[2]))
-        px, py = decimate(ex, ey, x1 - x0)
-        for seg in polyline_segments(px, py):
+        cx, cy = decimate(ex, ey, x1 - x0)
+        for seg in polyline_segments(cx, cy):
             parts.append(f'<polyline class="eval" points="{seg}"/>')
         if len(fig.eval_steps) <= 120:  # dots stay readable; beyond that the line says it all
             parts.append('<g class="eval-dots">' + "".join(
