@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, warn
+from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, session_option, warn
 
 
 @click.command("ingest")
@@ -12,9 +12,10 @@ from logsage.cli.output import cache_options, console, emit_json, format_option,
 @format_option
 @click.option("--stitch", is_flag=True,
               help="Treat the PATHS as segments of one resumed run, in order; later segments win overlapping steps.")
+@session_option
 @json_option
 @cache_options
-def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, as_json: bool, no_cache: bool,
+def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_json: bool, no_cache: bool,
             cache_dir: str | None) -> None:
     """Read each PATH (a log file or a run folder) as one run and report what it holds.
 
@@ -28,13 +29,15 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, as_json: bool
         logsage ingest lightning_logs/version_0/metrics.csv --json
         logsage ingest run-part1 run-part2 --stitch
     """
-    from logsage.ingest import load_histories, load_history, stitch_histories
+    from logsage.ingest import load_histories, load_history, load_sessions, stitch_histories
 
-    if len(paths) == 1 or stitch:  # a single run's (or a stitch's) problem is the command's error
-        histories, errors = [load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
-                             for p in paths], []
+    opts = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+    if session == "all":  # each training session of each path is its own run
+        histories, errors = [h for p in paths for h in load_sessions(p, **opts)], []
+    elif len(paths) == 1 or stitch:  # a single run's (or a stitch's) problem is the command's error
+        histories, errors = [load_history(p, session=session, **opts) for p in paths], []
     else:
-        histories, errors = load_histories(paths, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+        histories, errors = load_histories(paths, session=session, **opts)
     if stitch:
         histories = [stitch_histories(histories)]
     if as_json:

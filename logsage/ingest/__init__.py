@@ -139,6 +139,7 @@ def load_history(
     format: str | None = None,
     use_cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    session: int | None = None,
 ) -> History:
     """Read one run (a log file or a run folder) into a `History`.
 
@@ -147,6 +148,10 @@ def load_history(
         format: force a reader (one of `formats()`); default: detect per file.
         use_cache: reuse parsed event files from the cache when unchanged.
         cache_dir: where the cache lives (default: the user's cache folder).
+        session: for a log holding several training sessions (a Keras CSVLogger with
+            append=True whose epochs restart at 0), which one to read: 1-based, negative
+            counts from the end; default the last (recorded as a ``sessions`` cleanup).
+            `sessions_of(path)` says how many there are, to read each as its own run.
 
     Raises:
         IngestError: the path is missing, holds no log, or a log is broken.
@@ -163,7 +168,7 @@ def load_history(
     if not p.exists():
         raise IngestError(f"{given}: no such file or folder; give a log file or a run folder")
     ctx = ReadContext(use_cache=use_cache, cache_dir=Path(cache_dir) if cache_dir else None,
-                      run_root=p if p.is_dir() else None)
+                      run_root=p if p.is_dir() else None, session=session)
     history = History(path=given, format="")
     groups: dict[str, list[Path]] = {}
     by_name = {r.FORMAT: r for r in readers}
@@ -252,6 +257,7 @@ def load_histories(
     format: str | None = None,
     use_cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    session: int | None = None,
 ) -> tuple[list[History], list[dict[str, str]]]:
     """Load several runs; one run's problem never aborts the others.
 
@@ -265,12 +271,29 @@ def load_histories(
     errors: list[dict[str, str]] = []
     for p in paths:
         try:
-            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
+            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir,
+                                          session=session))
         except LogsageError as e:
             if e.exit_code == 2:
                 raise
             errors.append({"run": str(p), "error": str(e)})
     return histories, errors
+
+
+def load_sessions(path: str | os.PathLike, **kwargs) -> list[History]:
+    """Each training session of a log as its own run (`load_history` with ``session=1, 2, ...``).
+
+    A log with one session gives one history, as `load_history` would; with several (a
+    Keras CSVLogger with append=True), each history's `path` is labelled
+    ``"<path> (session k of n)"``.
+    """
+    first = load_history(path, session=1, **kwargs)
+    n = int(first.meta.get("sessions", 1) or 1)
+    out = [first] + [load_history(path, session=k, **kwargs) for k in range(2, n + 1)]
+    if n > 1:
+        for k, h in enumerate(out, 1):
+            h.path = f"{path} (session {k} of {n})"
+    return out
 
 
 def _read_summary(f: Path, history: History) -> None:
@@ -378,4 +401,4 @@ def stitch_histories(histories: list[History], *, path: str | None = None) -> Hi
     return out
 
 
-__all__ = ["FORMATS", "formats", "load_histories", "load_history", "stitch_histories"]
+__all__ = ["FORMATS", "formats", "load_histories", "load_history", "load_sessions", "stitch_histories"]
