@@ -37,6 +37,8 @@ _READER_MODULES = [
     "swift",
     "llamafactory",
     "lightning_csv",
+    "yolo_csv",
+    "sentence_transformers_csv",
     "keras_csv",
     "tb_csv",
     "wandb_csv",
@@ -122,15 +124,30 @@ def _walk(root: Path) -> Iterable[Path]:
             yield here / fn
 
 
-def _reader_for(path: Path, readers: list[ModuleType]) -> ModuleType | None:
+def _reader_for(path: Path, readers: list[ModuleType], choices: list[Cleanup] | None = None) -> ModuleType | None:
+    """The first reader (in detection order, the most specific first) that claims `path`.
+
+    When later readers claim it too (a YOLO results.csv also looks like a Keras log), the
+    choice is appended to `choices` as a ``format_choice`` cleanup naming the others.
+    """
     head = _head(path)
+    claimants = []
     for r in readers:
         try:
             if r.claims(path, head):
-                return r
+                claimants.append(r)
         except Exception:  # a sniffing bug must not hide other formats
             continue
-    return None
+        if claimants and choices is None:
+            break
+    if not claimants:
+        return None
+    others = ", ".join(r.FORMAT for r in claimants[1:] if not getattr(r, "FALLBACK", False))
+    if others and choices is not None:  # the fallback (wide) takes any csv with a step column: no news
+        choices.append(Cleanup("format_choice", f"{path.name}: read as {claimants[0].FORMAT}, the more specific of "
+                               f"the formats it matches (also: {others}); pass --format to force another",
+                               file=str(path)))
+    return claimants[0]
 
 
 def load_history(
@@ -174,7 +191,7 @@ def load_history(
     by_name = {r.FORMAT: r for r in readers}
 
     if p.is_file():
-        r = readers[0] if format is not None else _reader_for(p, readers)
+        r = readers[0] if format is not None else _reader_for(p, readers, history.cleanups)
         if r is None:
             raise IngestError(
                 f"{given}: not a log format logsage recognises; pass --format with one of: {', '.join(formats())}"
@@ -189,7 +206,7 @@ def load_history(
             if f.name == "logsage_run.json":
                 history.meta.setdefault("manifest", str(f))
                 continue
-            r = _reader_for(f, readers)
+            r = _reader_for(f, readers, history.cleanups)
             if r is None:
                 if f.name not in _KNOWN_NON_LOGS and f.suffix.lower() not in _NOT_LOG_SUFFIXES:
                     history.cleanups.append(
