@@ -44,6 +44,9 @@ _READER_MODULES = [
     "wandb_csv",
     "mlflow",
     "model_card",
+    "torchtune_log",
+    "mlx_log",
+    "console_log",
     "wide",
 ]
 
