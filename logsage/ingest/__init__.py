@@ -40,6 +40,9 @@ _READER_MODULES = [
     "yolo_csv",
     "sentence_transformers_csv",
     "keras_csv",
+    "openai_ft",
+    "bedrock",
+    "dvclive",
     "tb_csv",
     "wandb_csv",
     "mlflow",
@@ -259,7 +262,7 @@ def _warn_if_several_runs(root: Path, groups: dict[str, list[Path]], history: Hi
     if not root.is_dir():
         return
     for fmt, files in groups.items():
-        if fmt == "tensorboard":
+        if fmt in ("tensorboard", "dvclive"):  # one file per tag / per metric, in sub-folders by name
             continue
         dirs = {f.parent for f in files if not any(_is_checkpoint_dir(x) for x in f.relative_to(root).parts[:-1])}
         if len(dirs) < 2 or all(_VERSION_DIR.match(d.name) for d in dirs):
