@@ -41,7 +41,7 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_j
     if stitch:
         histories = [stitch_histories(histories)]
     if as_json:
-        emit_json({"runs": [h.summary_dict() for h in histories], "errors": errors})
+        emit_json({"runs": [_with_direction(h) for h in histories], "errors": errors})
     else:
         for h in histories:
             _render(h)
@@ -54,19 +54,37 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_j
         raise SystemExit(1)
 
 
+def _with_direction(h) -> dict:
+    """The run's JSON description plus the direction inferred for each metric (ingest states no --mode)."""
+    from logsage.core.names import direction
+
+    doc = h.summary_dict()
+    for name, m in doc["metrics"].items():
+        if m["kind"] != "other":
+            mode, why = direction(name)
+            m["direction"] = {"mode": mode, "inferred": True, "why": why}
+    return doc
+
+
 def _render(h) -> None:
     from rich.table import Table
 
+    from logsage.core.names import direction
+
     con = console()
     primary = h.primary_eval_metric()
-    con.print(f"[bold]{h.path}[/bold]  format: {h.format}  evaluations: "
-              f"{len(h.series[primary]) if primary else 0}" + (f" ({primary})" if primary else ""))
+    head = f"[bold]{h.path}[/bold]  format: {h.format}  evaluations: {len(h.series[primary]) if primary else 0}"
+    if primary:
+        mode, why = direction(primary)
+        head += f" ({primary}; {mode}, inferred: {why} - pass --mode to replay with the other)"
+    con.print(head)
     t = Table(show_edge=False, pad_edge=False)
-    for col in ("metric", "canonical", "kind", "points", "steps", "non-finite"):
+    for col in ("metric", "canonical", "kind", "better", "points", "steps", "non-finite"):
         t.add_column(col, justify="right" if col in ("points", "non-finite") else "left")
     for name, s in h.series.items():
         rng = f"{s.first_step}..{s.last_step}" if len(s) else "-"
-        t.add_row(name, s.canonical, s.kind, str(len(s)), rng, str(s.n_non_finite or ""))
+        better = "" if s.kind == "other" else direction(name)[0]
+        t.add_row(name, s.canonical, s.kind, better, str(len(s)), rng, str(s.n_non_finite or ""))
     con.print(t)
     if h.checkpoints:
         whole = sum(c.whole for c in h.checkpoints)

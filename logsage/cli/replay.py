@@ -102,7 +102,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
     elif as_csv:
         _emit_csv(result)
     elif not all_failed:
-        _render(result, several=len(paths) > 1)
+        _render(result, several=len(paths) > 1, inferred=mode is None)
     if plot_path:
         _plot(result, plot_path)
     if as_json or as_csv or all_failed:  # the terminal table already shows each run's problem
@@ -171,7 +171,16 @@ def _shown_params(rule: str, params: dict) -> str:
     return ", ".join(changed) or "defaults"
 
 
-def _render(result, *, several: bool) -> None:
+def _mode_note(metric: str, mode: str, inferred: bool) -> str:
+    """'mode min' or, when no --mode was given, 'mode min, inferred: why; --mode to override'."""
+    if not inferred:
+        return f"mode {mode}"
+    from logsage.core.names import direction
+
+    return f"mode {mode}, inferred: {direction(metric)[1]}; --mode to override"
+
+
+def _render(result, *, several: bool, inferred: bool = False) -> None:
     from rich.table import Table
 
     con = console()
@@ -187,7 +196,8 @@ def _render(result, *, several: bool) -> None:
         best = f"best {_fmt(first.best_value)} at step {_fmt(first.best_step)}"
         if first.best_saved_step is not None and first.best_saved_step != first.best_step:
             best += f"; best saved {_fmt(first.best_saved_value)} at step {first.best_saved_step}"
-        con.print(f"[bold]{run}[/bold]  metric: {first.metric} (mode {first.mode})  {best}")
+        con.print(f"[bold]{run}[/bold]  metric: {first.metric} ({_mode_note(first.metric, first.mode, inferred)})  "
+                  f"{best}")
         t = Table(show_edge=False, pad_edge=False)
         for col in ("rule", "params", "stop", "selected (value)", "regret", "saved", "trend/eval", "gap"):
             t.add_column(col, justify="left" if col in ("rule", "params", "selected (value)") else "right")
