@@ -165,7 +165,7 @@ def _read_one(path: Path, res: ReadResult, points: PointCollector) -> None:
         if use_bar:
             step = bar if bar is not None else ordinal
         else:
-            epoch = rec.get("epoch")
+            epoch = to_float(rec.get("epoch"))  # '1.0' (transformers 5 prints strings) equals 1.0
             same_point = kind == "eval" and prev is not None and prev[0] == "train" and prev[1] == epoch
             if not same_point:
                 ordinal += 1
