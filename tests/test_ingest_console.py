@@ -40,6 +40,8 @@ def hf_console(tmp_path_factory, tiny_model_dir):
     log = out / "train.out"
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         trainer.train()
+    (out / "state").mkdir()
+    trainer.state.save_to_json(str(out / "state" / "trainer_state.json"))
     return log, trainer.state.log_history
 
 
@@ -67,6 +69,19 @@ def test_hf_console_with_carriage_returns_and_ansi_noise(hf_console, tmp_path):
     noisy.write_text(log.read_text().replace("\n ", "\r ").replace("\n\n", "\n"))
     h = logsage.load_history(noisy)
     assert h.metric("eval_loss").steps.tolist() == [r["step"] for r in history if "eval_loss" in r]
+
+
+def test_console_ordinals_are_never_merged_into_a_trainer_state(hf_console, tmp_path):
+    log, history = hf_console
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trainer_state.json").write_text((log.parent / "state" / "trainer_state.json").read_text())
+    # The same console with its progress bars gone (disable_tqdm): steps are record ordinals.
+    (run / "output.log").write_text("\n".join(ln for ln in log.read_text().splitlines() if "%|" not in ln))
+    h = logsage.load_history(run)
+    assert h.format == "trainer-state+hf-console"
+    assert h.metric("loss").steps.tolist() == [r["step"] for r in history if "loss" in r]
+    assert any(c.kind == "source_choice" and "not added" in c.message for c in h.cleanups)
 
 
 def test_hf_console_without_bars_uses_the_logging_point_ordinal(tmp_path):

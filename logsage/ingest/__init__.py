@@ -364,7 +364,10 @@ def _merge(history: History, results: list[ReadResult]) -> None:
             kept = history.series[held[1]]
             extra = ~np.isin(s.steps, kept.steps)
             note = f"{s.canonical}: kept {kept.name!r} from {held[0]} ({kept.precision}) over {s.name!r} from {res.format} ({s.precision})"
-            if extra.any():
+            if extra.any() and res.meta.get("step_unit") == "log_record":
+                # a console log's steps are record ordinals, not global steps: never mixed into another source
+                note += f"; its {int(extra.sum())} other point(s) were not added (its steps are log-record ordinals)"
+            elif extra.any():
                 n = int(extra.sum())
                 merged, _ = Series.from_points(
                     kept.name, np.concatenate([kept.steps, s.steps[extra]]),

@@ -33,7 +33,6 @@ Values are printed rounded (4 significant digits in transformers 5): precision `
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 from typing import Iterator
@@ -100,6 +99,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
 
 
 def _read_one(path: Path, res: ReadResult, points: PointCollector) -> None:
+    import ast  # only when a console log is read
+
     file = str(path)
     records: list[list] = []  # [line, record, training bar count shown right after it]
     bad: list[int] = []
