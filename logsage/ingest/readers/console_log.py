@@ -69,7 +69,8 @@ def sniff(path: Path, head: bytes) -> bytes:
 def claims(path: Path, head: bytes) -> bool:
     if path.suffix.lower() not in CONSOLE_SUFFIXES:
         return False
-    return len(_HAS_EPOCH.findall(sniff(path, head), 0)) >= 2 if b"'epoch': " in sniff(path, head) else False
+    data = sniff(path, head)
+    return b"'epoch': " in data and len(_HAS_EPOCH.findall(data)) >= 2
 
 
 def console_lines(path: Path) -> Iterator[tuple[int, str]]:
