@@ -339,3 +339,18 @@ def test_every_real_csv_gets_its_own_format(path, fmt):
 def test_corpus_csv_list_is_complete():
     found = {p.values[1] for p in _real_csvs()}
     assert {"lightning", "keras", "yolo", "sentence-transformers", "wide", "tb-csv"} <= found
+
+
+@needs_corpus
+def test_replay_session_picks_a_session_or_replays_each():
+    d = REAL2 / "keras_csvlogger" / "brain-tumor-cnn-appended-4runs"
+    sessions = _split_sessions(_rows(d / "training_log.csv"))
+    res = CliRunner().invoke(cli, ["replay", str(d), "--rule", "hf:patience=1", "--session", "all", "--json",
+                                   "--no-cache"])
+    assert res.exit_code == 0, res.output
+    decisions = json.loads(res.stdout)["decisions"]
+    best = [1 + int(np.argmin([float(r["val_loss"]) for r in s])) for s in sessions]
+    assert [dd["best_step"] for dd in decisions] == best
+    one = CliRunner().invoke(cli, ["replay", str(d), "--rule", "hf:patience=1", "--session", "3", "--json",
+                                   "--no-cache"])
+    assert json.loads(one.stdout)["decisions"][0]["best_step"] == best[2]
