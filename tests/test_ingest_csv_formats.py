@@ -354,3 +354,28 @@ def test_replay_session_picks_a_session_or_replays_each():
     one = CliRunner().invoke(cli, ["replay", str(d), "--rule", "hf:patience=1", "--session", "3", "--json",
                                    "--no-cache"])
     assert json.loads(one.stdout)["decisions"][0]["best_step"] == best[2]
+
+
+@pytest.mark.parametrize("name,text,fmt,where", [
+    ("step_metrics.csv", "step,train_loss,valid_loss\n1,2.0,2.1\nx,1.0,1.1\n", "openai-ft", "step_metrics.csv:3"),
+    ("step_wise_training_metrics.csv", "step_number,epoch_number,training_loss,perplexity\n0,0,2.0,7\n-3,0,1,2\n",
+     "bedrock", "step_wise_training_metrics.csv:3"),
+    ("sts_results.csv", "epoch,steps,cosine_spearman\n0,-1,0.5\n1,abc,0.6\n", "sentence-transformers",
+     "sts_results.csv:3"),
+    ("training.log", "epoch,loss\n0,1.0\n1.5,0.9\n", "keras", "training.log:3"),
+])
+def test_bad_rows_are_one_line_errors_naming_file_and_line(tmp_path, name, text, fmt, where):
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(IngestError) as e:
+        logsage.load_history(f, format=fmt)
+    msg = str(e.value)
+    assert where in msg and "\n" not in msg and ("repair" in msg or "pass --format" in msg)
+
+
+def test_dvclive_bad_step_names_the_line(tmp_path):
+    f = tmp_path / "dvclive" / "plots" / "metrics" / "eval" / "loss.tsv"
+    f.parent.mkdir(parents=True)
+    f.write_text("step\tloss\n0\t1.0\nbad\t0.9\n")
+    with pytest.raises(IngestError, match=r"loss\.tsv:3: step 'bad'"):
+        logsage.load_history(tmp_path / "dvclive")
