@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, warn
+from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, session_option, warn
 
 
 @click.command("ingest")
@@ -12,9 +12,10 @@ from logsage.cli.output import cache_options, console, emit_json, format_option,
 @format_option
 @click.option("--stitch", is_flag=True,
               help="Treat the PATHS as segments of one resumed run, in order; later segments win overlapping steps.")
+@session_option
 @json_option
 @cache_options
-def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, as_json: bool, no_cache: bool,
+def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_json: bool, no_cache: bool,
             cache_dir: str | None) -> None:
     """Read each PATH (a log file or a run folder) as one run and report what it holds.
 
@@ -28,17 +29,19 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, as_json: bool
         logsage ingest lightning_logs/version_0/metrics.csv --json
         logsage ingest run-part1 run-part2 --stitch
     """
-    from logsage.ingest import load_histories, load_history, stitch_histories
+    from logsage.ingest import load_histories, load_history, load_sessions, stitch_histories
 
-    if len(paths) == 1 or stitch:  # a single run's (or a stitch's) problem is the command's error
-        histories, errors = [load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
-                             for p in paths], []
+    opts = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+    if session == "all":  # each training session of each path is its own run
+        histories, errors = [h for p in paths for h in load_sessions(p, **opts)], []
+    elif len(paths) == 1 or stitch:  # a single run's (or a stitch's) problem is the command's error
+        histories, errors = [load_history(p, session=session, **opts) for p in paths], []
     else:
-        histories, errors = load_histories(paths, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+        histories, errors = load_histories(paths, session=session, **opts)
     if stitch:
         histories = [stitch_histories(histories)]
     if as_json:
-        emit_json({"runs": [h.summary_dict() for h in histories], "errors": errors})
+        emit_json({"runs": [_with_direction(h) for h in histories], "errors": errors})
     else:
         for h in histories:
             _render(h)
@@ -51,19 +54,37 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, as_json: bool
         raise SystemExit(1)
 
 
+def _with_direction(h) -> dict:
+    """The run's JSON description plus the direction inferred for each metric (ingest states no --mode)."""
+    from logsage.core.names import direction
+
+    doc = h.summary_dict()
+    for name, m in doc["metrics"].items():
+        if m["kind"] != "other":
+            mode, why = direction(name)
+            m["direction"] = {"mode": mode, "inferred": True, "why": why}
+    return doc
+
+
 def _render(h) -> None:
     from rich.table import Table
 
+    from logsage.core.names import direction
+
     con = console()
     primary = h.primary_eval_metric()
-    con.print(f"[bold]{h.path}[/bold]  format: {h.format}  evaluations: "
-              f"{len(h.series[primary]) if primary else 0}" + (f" ({primary})" if primary else ""))
+    head = f"[bold]{h.path}[/bold]  format: {h.format}  evaluations: {len(h.series[primary]) if primary else 0}"
+    if primary:
+        mode, why = direction(primary)
+        head += f" ({primary}; {mode}, inferred: {why} - pass --mode to replay with the other)"
+    con.print(head)
     t = Table(show_edge=False, pad_edge=False)
-    for col in ("metric", "canonical", "kind", "points", "steps", "non-finite"):
+    for col in ("metric", "canonical", "kind", "better", "points", "steps", "non-finite"):
         t.add_column(col, justify="right" if col in ("points", "non-finite") else "left")
     for name, s in h.series.items():
         rng = f"{s.first_step}..{s.last_step}" if len(s) else "-"
-        t.add_row(name, s.canonical, s.kind, str(len(s)), rng, str(s.n_non_finite or ""))
+        better = "" if s.kind == "other" else direction(name)[0]
+        t.add_row(name, s.canonical, s.kind, better, str(len(s)), rng, str(s.n_non_finite or ""))
     con.print(t)
     if h.checkpoints:
         _render_checkpoints(con, h.checkpoints)

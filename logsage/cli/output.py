@@ -45,10 +45,31 @@ def cache_options(f):
 
 # The names of the readers in logsage/ingest (kept here so that --help never imports
 # them; tests/test_cli.py checks that this list equals logsage.ingest.formats()).
-FORMAT_NAMES = ("trainer-state", "tensorboard", "swift", "llamafactory", "lightning", "keras",
-                "tb-csv", "wandb", "mlflow", "model-card", "wide")
+FORMAT_NAMES = ("trainer-state", "tensorboard", "swift", "llamafactory", "lightning", "yolo",
+                "sentence-transformers", "keras", "openai-ft", "bedrock", "dvclive", "tb-csv", "wandb", "mlflow",
+                "model-card", "torchtune", "mlx-lm", "hf-console", "wide")
 
 
 def format_option(f):
     return click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None,
                         help="Force a log format instead of detecting it (default: detect and report).")(f)
+
+
+def _session(value: str | None) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a session number or 'all'") from None
+    if n == 0:
+        raise click.BadParameter("sessions count from 1 (or -1 for the last)")
+    return n
+
+
+def session_option(f):
+    return click.option("--session", "session", default=None, metavar="N|all",
+                        callback=lambda ctx, param, value: _session(value),
+                        help="For a log holding several training sessions (Keras CSVLogger append=True): read "
+                             "session N (1-based, -1 = last; default the last, said in a cleanup), or 'all', each "
+                             "as its own run.")(f)

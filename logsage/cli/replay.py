@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, warn
+from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, session_option, warn
 
 # Decision fields as CSV columns (params as a JSON object in one cell).
 _CSV_COLUMNS = ("run", "rule", "params", "metric", "mode", "stop_step", "stop_eval_index", "selected_step",
@@ -50,12 +50,13 @@ def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
               help="The PATHS are segments of one resumed run, in order: replay them as one run "
                    "(later segments win the steps they rewrite; seams are recorded).")
 @format_option
+@session_option
 @cache_options
 @click.option("--engine", type=click.Choice(["auto", "scan", "sweep"]), default="auto", hidden=True,
               help="Force the reference scan or the vectorized sweep (the results are identical).")
 def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...], metric: str | None,
             mode: str | None, as_json: bool, as_csv: bool, plot_path: str | None, stitch: bool,
-            fmt: str | None, no_cache: bool, cache_dir: str | None, engine: str) -> None:
+            fmt: str | None, session, no_cache: bool, cache_dir: str | None, engine: str) -> None:
     """Replay each PATH (one run: a log file or a run folder) through stopping rules and score every decision.
 
     For each run, rule and parameter set: the step it would have stopped at, the
@@ -89,6 +90,16 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         paths = (run.path,)
         result = replay([run], list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None,
                         engine=engine)
+    elif session is not None:  # a training session of each log (Keras append=True), or each session as a run
+        from logsage.ingest import load_history, load_sessions
+        from logsage.replay.engine import expand_rules, replay
+
+        expand_rules(list(rules), _parse_grid(grid) or None)
+        opts = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+        runs = ([h for p in paths for h in load_sessions(p, **opts)] if session == "all"
+                else [load_history(p, session=session, **opts) for p in paths])
+        paths = tuple(h.path for h in runs)
+        result = replay(runs, list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None, engine=engine)
     else:
         result = replay_paths(list(paths), list(rules), metric=metric, mode=mode,
                               grid=_parse_grid(grid) or None, format=fmt, use_cache=not no_cache,
@@ -102,7 +113,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
     elif as_csv:
         _emit_csv(result)
     elif not all_failed:
-        _render(result, several=len(paths) > 1)
+        _render(result, several=len(paths) > 1, inferred=mode is None)
     if plot_path:
         _plot(result, plot_path)
     if as_json or as_csv or all_failed:  # the terminal table already shows each run's problem
@@ -179,7 +190,16 @@ COLUMN_LEGEND = ("stop: step the rule stops at · selected: checkpoint it keeps 
                  "(positive = overfitting)")
 
 
-def _render(result, *, several: bool) -> None:
+def _mode_note(metric: str, mode: str, inferred: bool) -> str:
+    """'mode min' or, when no --mode was given, 'mode min, inferred: why; --mode to override'."""
+    if not inferred:
+        return f"mode {mode}"
+    from logsage.core.names import direction
+
+    return f"mode {mode}, inferred: {direction(metric)[1]}; --mode to override"
+
+
+def _render(result, *, several: bool, inferred: bool = False) -> None:
     from rich.table import Table
 
     con = console()
@@ -195,7 +215,8 @@ def _render(result, *, several: bool) -> None:
         best = f"best {_fmt(first.best_value)} at step {_fmt(first.best_step)}"
         if first.best_saved_step is not None and first.best_saved_step != first.best_step:
             best += f"; best saved {_fmt(first.best_saved_value)} at step {first.best_saved_step}"
-        con.print(f"[bold]{run}[/bold]  metric: {first.metric} (mode {first.mode})  {best}")
+        con.print(f"[bold]{run}[/bold]  metric: {first.metric} ({_mode_note(first.metric, first.mode, inferred)})  "
+                  f"{best}")
         t = Table(show_edge=False, pad_edge=False)
         for col in ("rule", "params", "stop", "selected (value)", "regret", "saved", "trend/eval", "gap"):
             # params fold onto a second line in a narrow terminal instead of being cut to "patience…"

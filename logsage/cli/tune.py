@@ -89,7 +89,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
     if as_json:
         emit_json(result.to_dict())
     else:
-        render(result.to_dict(), top=top)
+        render(result.to_dict(), top=top, inferred=mode is None)
     for e in result.excluded:
         warn(f"left out {run_message(e['run'], e['reason'])}")
     if result.recommendation is None:
@@ -122,7 +122,19 @@ def _short(path: str, width: int = 48) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1):]
 
 
-def render(doc: dict, *, top: int = 10) -> None:
+def _mode_note(doc: dict, inferred: bool) -> str:
+    """' (mode min)', or with the reason when the direction was inferred from the name (no --mode)."""
+    mode = doc.get("mode")
+    if not mode:
+        return ""
+    if not inferred or not doc.get("metric"):
+        return f" (mode {mode})"
+    from logsage.core.names import direction
+
+    return f" (mode {mode}, inferred: {direction(doc['metric'])[1]}; --mode to override)"
+
+
+def render(doc: dict, *, top: int = 10, inferred: bool = False) -> None:
     """The tune result for a terminal: objective, recommendation, honest estimates, comparison."""
     from rich.table import Table
 
@@ -132,7 +144,7 @@ def render(doc: dict, *, top: int = 10) -> None:
     obj = doc["objective"]
     con.print(f"[bold]Objective:[/bold] {obj['description']}  [dim]({obj['spec']})[/dim]")
     con.print(f"runs: {len(doc['runs'])} used, {len(doc['excluded'])} left out; "
-              f"metric: {doc['metric'] or 'per run'}; candidates searched: {doc['n_candidates']}")
+              f"metric: {doc['metric'] or 'per run'}{_mode_note(doc, inferred)}; candidates searched: {doc['n_candidates']}")
     rec = doc["recommendation"]
     if rec is None:
         con.print("[red]No recommendation.[/red] " + " ".join(doc["notes"]))

@@ -22,7 +22,26 @@ train/epoch, Epoch                      epoch
 
 `kind_of` says whether a canonical name is an evaluation series (`eval`), a
 training series (`train`), a test-time series (`test`) or bookkeeping
-(`other`: epoch, runtimes, throughput, step counters).
+(`other`: epoch, runtimes, throughput, step counters). TRL PPO's value-head metrics
+(`val/ratio`, `val/clipfrac_avg`...) are training series, not validation ones.
+
+`direction` says whether lower or higher is better for a name, and why. RL and preference
+trainers (TRL / ms-swift DPO, ORPO, KTO, PPO, GRPO) log many metrics whose direction the
+plain rule (losses and errors `min`, anything else `max`) gets wrong; a table fixes them:
+
+=============================================================  =====  ==========================
+metric (any eval_/eval/ / train/ prefix)                       mode   why
+=============================================================  =====  ==========================
+kl, objective/kl, policy/approxkl_avg, *_kl, kl_avg            min    KL divergence (drift)
+completions/clipped_ratio, clip_ratio/*, *clipfrac*            min    clipped fraction
+frac_reward_zero_std                                           min    groups with no signal
+val/ratio_var                                                  min    policy-update variance
+rewards/rejected, logps/rejected, logits/rejected              min    the rejected answer
+rewards/chosen, logps/chosen, logits/chosen                    max    the chosen answer
+rewards/margins, rewards/accuracies, log_odds_*                max    preference separation
+reward, rewards/<func>/mean, objective/rlhf_reward, scores     max    reward
+objective/entropy, policy/entropy_avg                          max    entropy (TRL PPO docs)
+=============================================================  =====  ==========================
 """
 
 from __future__ import annotations
@@ -56,6 +75,10 @@ def _snake(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip()).lower()
 
 
+# TRL PPOTrainer's value-function metrics: "val/" there is the value head, not validation.
+_PPO_VALUE_HEAD = {"val/clipfrac_avg", "val/ratio", "val/ratio_var", "val/num_eos_tokens"}
+
+
 def canonical_name(name: str) -> str:
     """Map a metric name as a source wrote it to logsage's canonical spelling.
 
@@ -69,6 +92,8 @@ def canonical_name(name: str) -> str:
     # Lightning's project prefix, e.g. "ptl/val_loss".
     if low.startswith("ptl/"):
         return canonical_name(raw[4:])
+    if low in _PPO_VALUE_HEAD:
+        return "value/" + low[len("val/"):]
     for prefix in ("eval/", "eval_", "val/", "val_", "valid/", "valid_", "validation/", "validation_"):
         if low.startswith(prefix):
             rest = raw[len(prefix):]
@@ -98,16 +123,41 @@ def kind_of(canonical: str) -> str:
     return "train"
 
 
+# (pattern on the name without its eval_/eval/ / train/ / test_ prefix, mode, why); first match wins.
+_DIRECTIONS = [
+    (r"(^|[/_])kl($|_avg$|_mean$)|approxkl", "min", "a KL divergence (lower: closer to the reference policy)"),
+    (r"clipped_ratio|clip_ratio|clipfrac", "min", "a clipped fraction (lower: fewer clipped completions/updates)"),
+    (r"frac_reward_zero_std", "min", "the fraction of GRPO groups with zero reward spread (no learning signal)"),
+    (r"ratio_var$", "min", "the variance of the policy-update ratio"),
+    (r"(rewards|logps|logits)/rejected", "min", "the rejected answer's reward/log-prob (it should fall)"),
+    (r"(rewards|logps|logits)/chosen", "max", "the chosen answer's reward/log-prob (it should rise)"),
+    (r"rewards/margins|rewards/accuracies|log_odds", "max", "the preference margin/accuracy"),
+    (r"(^|/)(reward|rewards|rlhf_reward|scores)(/|$|_mean$)|^rewards/.*/mean$", "max", "a reward"),
+    (r"entropy", "max", "the policy entropy (TRL: keep it up)"),
+]
+_LOSS_LIKE = r"(loss|error|err$|_err_|perplexity|ppl|wer$|_wer|cer$|_cer|mse|mae|rmse|nll|distance)"
+
+
+def direction(name: str) -> tuple[str, str]:
+    """(`min` or `max`, why) for a metric name: the RL/preference table first, then the plain rule."""
+    low = canonical_name(name)
+    bare = re.sub(r"^(eval_|eval/|train/|test_|value/)", "", low)
+    for pattern, mode, why in _DIRECTIONS:
+        if re.search(pattern, bare):
+            return mode, why
+    if re.search(_LOSS_LIKE, low):
+        return "min", "a loss/error-like name"
+    return "max", "not a loss/error-like name (the default)"
+
+
 def default_mode(name: str) -> str:
-    """`min` for losses, errors, perplexities and the like; `max` otherwise.
+    """`min` for losses, errors, perplexities, KL divergences, clipped fractions, the rejected
+    answer's rewards and the like; `max` otherwise (see `direction` and the table above).
 
     Unlike HF's `greater_is_better` default (True for anything not ending in
     "loss"), error-like names such as `eval_wer` or `eval_perplexity` are `min`.
     """
-    low = canonical_name(name)
-    if re.search(r"(loss|error|err$|_err_|perplexity|ppl|wer$|_wer|cer$|_cer|mse|mae|rmse|nll|distance)", low):
-        return "min"
-    return "max"
+    return direction(name)[0]
 
 
 def closest(name: str, choices: list[str]) -> str | None:

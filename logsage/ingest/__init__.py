@@ -37,11 +37,19 @@ _READER_MODULES = [
     "swift",
     "llamafactory",
     "lightning_csv",
+    "yolo_csv",
+    "sentence_transformers_csv",
     "keras_csv",
+    "openai_ft",
+    "bedrock",
+    "dvclive",
     "tb_csv",
     "wandb_csv",
     "mlflow",
     "model_card",
+    "torchtune_log",
+    "mlx_log",
+    "console_log",
     "wide",
 ]
 
@@ -122,15 +130,30 @@ def _walk(root: Path) -> Iterable[Path]:
             yield here / fn
 
 
-def _reader_for(path: Path, readers: list[ModuleType]) -> ModuleType | None:
+def _reader_for(path: Path, readers: list[ModuleType], choices: list[Cleanup] | None = None) -> ModuleType | None:
+    """The first reader (in detection order, the most specific first) that claims `path`.
+
+    When later readers claim it too (a YOLO results.csv also looks like a Keras log), the
+    choice is appended to `choices` as a ``format_choice`` cleanup naming the others.
+    """
     head = _head(path)
+    claimants = []
     for r in readers:
         try:
             if r.claims(path, head):
-                return r
+                claimants.append(r)
         except Exception:  # a sniffing bug must not hide other formats
             continue
-    return None
+        if claimants and choices is None:
+            break
+    if not claimants:
+        return None
+    others = ", ".join(r.FORMAT for r in claimants[1:] if not getattr(r, "FALLBACK", False))
+    if others and choices is not None:  # the fallback (wide) takes any csv with a step column: no news
+        choices.append(Cleanup("format_choice", f"{path.name}: read as {claimants[0].FORMAT}, the more specific of "
+                               f"the formats it matches (also: {others}); pass --format to force another",
+                               file=str(path)))
+    return claimants[0]
 
 
 def load_history(
@@ -139,6 +162,7 @@ def load_history(
     format: str | None = None,
     use_cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    session: int | None = None,
 ) -> History:
     """Read one run (a log file or a run folder) into a `History`.
 
@@ -147,6 +171,10 @@ def load_history(
         format: force a reader (one of `formats()`); default: detect per file.
         use_cache: reuse parsed event files from the cache when unchanged.
         cache_dir: where the cache lives (default: the user's cache folder).
+        session: for a log holding several training sessions (a Keras CSVLogger with
+            append=True whose epochs restart at 0), which one to read: 1-based, negative
+            counts from the end; default the last (recorded as a ``sessions`` cleanup).
+            `sessions_of(path)` says how many there are, to read each as its own run.
 
     Raises:
         IngestError: the path is missing, holds no log, or a log is broken.
@@ -163,13 +191,13 @@ def load_history(
     if not p.exists():
         raise IngestError(f"{given}: no such file or folder; give a log file or a run folder")
     ctx = ReadContext(use_cache=use_cache, cache_dir=Path(cache_dir) if cache_dir else None,
-                      run_root=p if p.is_dir() else None)
+                      run_root=p if p.is_dir() else None, session=session)
     history = History(path=given, format="")
     groups: dict[str, list[Path]] = {}
     by_name = {r.FORMAT: r for r in readers}
 
     if p.is_file():
-        r = readers[0] if format is not None else _reader_for(p, readers)
+        r = readers[0] if format is not None else _reader_for(p, readers, history.cleanups)
         if r is None:
             raise IngestError(
                 f"{given}: not a log format logsage recognises; pass --format with one of: {', '.join(formats())}"
@@ -184,7 +212,7 @@ def load_history(
             if f.name == "logsage_run.json":
                 history.meta.setdefault("manifest", str(f))
                 continue
-            r = _reader_for(f, readers)
+            r = _reader_for(f, readers, history.cleanups)
             if r is None:
                 if f.name not in _KNOWN_NON_LOGS and f.suffix.lower() not in _NOT_LOG_SUFFIXES:
                     history.cleanups.append(
@@ -234,7 +262,7 @@ def _warn_if_several_runs(root: Path, groups: dict[str, list[Path]], history: Hi
     if not root.is_dir():
         return
     for fmt, files in groups.items():
-        if fmt == "tensorboard":
+        if fmt in ("tensorboard", "dvclive"):  # one file per tag / per metric, in sub-folders by name
             continue
         dirs = {f.parent for f in files if not any(_is_checkpoint_dir(x) for x in f.relative_to(root).parts[:-1])}
         if len(dirs) < 2 or all(_VERSION_DIR.match(d.name) for d in dirs):
@@ -252,6 +280,7 @@ def load_histories(
     format: str | None = None,
     use_cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    session: int | None = None,
 ) -> tuple[list[History], list[dict[str, str]]]:
     """Load several runs; one run's problem never aborts the others.
 
@@ -265,12 +294,29 @@ def load_histories(
     errors: list[dict[str, str]] = []
     for p in paths:
         try:
-            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir))
+            histories.append(load_history(p, format=format, use_cache=use_cache, cache_dir=cache_dir,
+                                          session=session))
         except LogsageError as e:
             if e.exit_code == 2:
                 raise
             errors.append({"run": str(p), "error": str(e)})
     return histories, errors
+
+
+def load_sessions(path: str | os.PathLike, **kwargs) -> list[History]:
+    """Each training session of a log as its own run (`load_history` with ``session=1, 2, ...``).
+
+    A log with one session gives one history, as `load_history` would; with several (a
+    Keras CSVLogger with append=True), each history's `path` is labelled
+    ``"<path> (session k of n)"``.
+    """
+    first = load_history(path, session=1, **kwargs)
+    n = int(first.meta.get("sessions", 1) or 1)
+    out = [first] + [load_history(path, session=k, **kwargs) for k in range(2, n + 1)]
+    if n > 1:
+        for k, h in enumerate(out, 1):
+            h.path = f"{path} (session {k} of {n})"
+    return out
 
 
 def _read_summary(f: Path, history: History) -> None:
@@ -318,7 +364,10 @@ def _merge(history: History, results: list[ReadResult]) -> None:
             kept = history.series[held[1]]
             extra = ~np.isin(s.steps, kept.steps)
             note = f"{s.canonical}: kept {kept.name!r} from {held[0]} ({kept.precision}) over {s.name!r} from {res.format} ({s.precision})"
-            if extra.any():
+            if extra.any() and res.meta.get("step_unit") == "log_record":
+                # a console log's steps are record ordinals, not global steps: never mixed into another source
+                note += f"; its {int(extra.sum())} other point(s) were not added (its steps are log-record ordinals)"
+            elif extra.any():
                 n = int(extra.sum())
                 merged, _ = Series.from_points(
                     kept.name, np.concatenate([kept.steps, s.steps[extra]]),
@@ -378,4 +427,4 @@ def stitch_histories(histories: list[History], *, path: str | None = None) -> Hi
     return out
 
 
-__all__ = ["FORMATS", "formats", "load_histories", "load_history", "stitch_histories"]
+__all__ = ["FORMATS", "formats", "load_histories", "load_history", "load_sessions", "stitch_histories"]

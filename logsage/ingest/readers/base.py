@@ -37,6 +37,9 @@ class ReadContext:
     use_cache: bool = True
     cache_dir: Path | None = None
     run_root: Path | None = None  # the folder the user gave (None for a single file)
+    # Which training session of a log that holds several (Keras CSVLogger(append=True)):
+    # None = the last (the reader says so), an int = that one (1-based; negative from the end).
+    session: int | None = None
 
 
 @dataclass

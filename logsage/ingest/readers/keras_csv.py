@@ -13,16 +13,26 @@ The writer puts a 0-based ``epoch`` column first, then the logged keys sorted
     written (its value at step s is s - 1).
 
 ``val_*`` columns are the evaluation series (``val_loss`` is eval_loss by the alias
-table). ``NA``/blank cells are missing; ``nan`` is a value and is kept. Several files of
-one run (``append=True`` after a restart) are read in name order and a repeated epoch
-keeps the later row, recorded. Keras logs float32 values.
+table). ``NA``/blank cells are missing; ``nan`` is a value and is kept. Keras logs float32 values.
+
+Sessions: ``CSVLogger(append=True)`` adds every later ``fit()`` to the same file with no new
+header. A row whose epoch goes back to **0** starts a new training session (``fit()`` from
+epoch 0: another training, whose epochs must never be merged with the earlier one's by
+number). The file is split there; the **last** session is read by default and a
+``sessions`` cleanup says how many there were, where each starts and which was read;
+``load_history(..., session=N)`` (CLI ``--session N``; 1-based, negative from the end) reads
+another, and ``--session all`` (`logsage.ingest.load_sessions`) reads each as its own run.
+``meta["sessions"]`` holds the count and ``meta["session"]`` the one read. A restart at
+epoch k > 0 (``fit(initial_epoch=k)``, a resume) continues the same session: a repeated
+epoch keeps the later row, recorded. Several files of one run are read in name order, with
+the same session choice applied to each.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from logsage.core.errors import IngestError
+from logsage.core.errors import IngestError, UsageError
 from logsage.core.history import Cleanup
 from logsage.ingest.text import (PointCollector, as_step, header_of, natural_key, read_csv, sniff_delimiter,
                                   unnamed_cleanup)
@@ -60,8 +70,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             raise IngestError(f"{path}: first column is {table.header[0]!r}, not 'epoch'; "
                               "not a Keras CSVLogger file - pass --format wide for a csv with a step column")
         blank = 0
-        steps: list[int] = []  # epoch + 1: epochs completed
-        rows: list[list[str]] = []
+        sessions: list[list[tuple[int, list[str]]]] = [[]]  # per session: (epoch, cells)
+        starts: list[int] = []  # line number where each session starts
         for lineno, cells in table.rows:
             epoch = as_step(cells[0])
             if epoch is None:
@@ -73,8 +83,14 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             if epoch < 0:
                 raise IngestError(f"{path}:{lineno}: epoch {cells[0]!r} is negative; Keras counts epochs "
                                   "from 0 - repair that row and read it again")
-            steps.append(epoch + 1)
-            rows.append(cells)
+            if epoch == 0 and sessions[-1]:  # fit() from epoch 0 again: a new training session
+                sessions.append([])
+            if not sessions[-1]:
+                starts.append(lineno)
+            sessions[-1].append((epoch, cells))
+        chosen = _choose_session(path, sessions, starts, ctx.session, res)
+        steps = [epoch + 1 for epoch, _ in chosen]  # epochs completed
+        rows = [cells for _, cells in chosen]
         points.note_rows(steps, lambda _: table.header, file=file)
         for i, name in enumerate(table.header):
             if name:  # the epoch column too: the `epoch` series holds the 0-based index as written
@@ -88,3 +104,29 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res.series, cleanups = points.build()
     res.cleanups.extend(cleanups)
     return res
+
+
+def _choose_session(path: Path, sessions: list[list], starts: list[int], wanted: int | None,
+                    res: ReadResult) -> list:
+    """The rows of the session to read (the last by default), recorded when the file holds several."""
+    n = len(sessions)
+    res.meta["sessions"] = max(res.meta.get("sessions", 0), n)
+    if wanted is None:
+        index = n - 1
+    else:
+        index = wanted - 1 if wanted > 0 else n + wanted
+        if not 0 <= index < n or wanted == 0:
+            raise UsageError(f"{path}: holds {n} training session(s); --session {wanted} is not one of them "
+                             f"(give 1..{n}, -1 for the last, or all)")
+    res.meta["session"] = index + 1
+    if n > 1:
+        where = ", ".join(f"{i + 1} at line {ln} ({len(rows)} epochs)"
+                          for i, (ln, rows) in enumerate(zip(starts, sessions)))
+        how = "the last, by default" if wanted is None else "as asked"
+        left = sum(len(rows) for i, rows in enumerate(sessions) if i != index)
+        res.cleanups.append(Cleanup(
+            "sessions", f"{path.name} holds {n} training sessions (CSVLogger append=True; the epoch restarts "
+            f"at 0): {where}; read session {index + 1} ({how}), the other {left} row(s) left out - pass "
+            "--session N to read another, or --session all to read each as its own run",
+            file=str(path), count=left))
+    return sessions[index]

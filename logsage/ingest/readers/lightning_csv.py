@@ -5,6 +5,8 @@ The writer (Lightning 1.x-2.x) keeps one header, the union of all logged keys wi
 and epoch-summary rows are separate lines that share ``epoch``/``step``. Quirks handled:
 
 * a blank cell is *missing* (no point); the text ``nan`` is a NaN value and is kept;
+* the header order is 2.x's sorted keys or 1.x's (``lr-Adam,step,train_loss,epoch``); a
+  ``train_loss`` column is a Lightning curve, not HF's end-of-training summary key;
 * ``epoch`` becomes a series (Lightning's 0-based epoch index, as written) so every step
   has an epoch; ``step`` is the global step;
 * ``hparams.yaml`` beside the csv goes to ``meta["hparams"]`` when it parses (a warning
@@ -39,11 +41,29 @@ def claims(path: Path, head: bytes) -> bool:
     cols = [c.lower() for c in header_of(head, path)]
     if "epoch" not in cols or "step" not in cols:
         return False
-    # Lightning's header has "epoch" before "step" (2.x sorts the keys; 1.x adds "epoch" to each
-    # dict before the logger appends "step"), and never the Hugging Face Trainer's end-of-training
-    # columns: a log_history dump saved as metrics.csv ("step,epoch,loss,...,train_runtime") is
-    # the wide reader's.
-    return cols.index("epoch") < cols.index("step") and not HF_SUMMARY_KEYS & set(cols)
+    # Column order is no evidence: 2.x sorts the keys ("epoch,...,step,..."), 1.x appends "step"
+    # to each dict after the LearningRateMonitor's keys ("lr-Adam,step,train_loss,epoch"). What
+    # marks a Hugging Face log_history dump saved as metrics.csv is (a) the Trainer's
+    # end-of-training columns (train_runtime, total_flos...; a bare train_loss is what most
+    # Lightning users log, so it is no evidence) and (b) fractional epochs (0.0095, HF's
+    # state.epoch): Lightning writes the integer epoch index.
+    if (HF_SUMMARY_KEYS - {"train_loss"}) & set(cols):
+        return False
+    return not _fractional_epoch(head, cols.index("epoch"))
+
+
+def _fractional_epoch(head: bytes, col: int) -> bool:
+    """Whether an epoch cell among the sniffed rows is not an integer (a log_history dump's epoch)."""
+    lines = head.decode("utf-8-sig", errors="replace").replace("\r", "").split("\n")[1:-1]  # last may be cut
+    for line in lines[:50]:
+        cells = line.split(",")
+        if col < len(cells) and cells[col].strip():
+            try:
+                if not float(cells[col]).is_integer():
+                    return True
+            except ValueError:
+                return False
+    return False
 
 
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:

@@ -37,6 +37,7 @@ from logsage.ingest.readers.base import ReadContext, ReadResult, loads_lenient, 
 FORMAT = "wide"
 DESCRIPTION = "generic wide CSV/JSONL with a step column and one column per metric (fallback)"
 PRECISION = "float64"
+FALLBACK = True  # claims any csv/jsonl with a step column; a more specific reader matching too is no news
 
 _CSV = (".csv", ".tsv")
 _JSONL = (".jsonl", ".ndjson")
