@@ -26,6 +26,7 @@ _COMMANDS = {
     "rules": "logsage.cli.rules",
     "train": "logsage.cli.train",
     "select": "logsage.cli.select",
+    "evaluate": "logsage.cli.evaluate",
     "prune": "logsage.cli.prune",
     "tune": "logsage.cli.tune",
     "report": "logsage.cli.report",

@@ -987,15 +987,19 @@ def _available(specs: Sequence[str]) -> list[str]:
 
 def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str | os.PathLike | None = None,
                  format: str | None = None, use_cache: bool = True, cache_dir: str | None = None,
-                 **kwargs: Any) -> dict[str, Any]:
+                 selections: Sequence[str] = (), **kwargs: Any) -> dict[str, Any]:
     """Load each path as one run, build the report and write it (and the PNGs).
 
-    Runs that cannot be read are listed in the report and the returned `errors`.
+    Runs that cannot be read are listed in the report and the returned `errors`. Each of `selections` (a
+    selection file with re-evaluation results) adds its table (`logsage.report.reeval`).
     Returns {"out", "written", "runs", "errors"}.
     """
     from logsage.core.errors import IngestError, UsageError
     from logsage.ingest import load_histories
 
+    from logsage.report.reeval import reevaluation_section
+
+    sections = "".join(reevaluation_section(p) for p in selections)  # a bad selection file fails before any work
     histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
     if not histories:
         if errors:
@@ -1005,6 +1009,8 @@ def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str |
     if errors:  # unreadable runs are named at the top of the report, not silently missing
         note = "".join(f'<p class="warn">{_esc(_run_message(e["run"], e["error"]))}</p>' for e in errors)
         report.html = report.html.replace("</header>", "</header>" + note, 1)
+    if sections:  # the re-evaluation tables of the selection files, right under the header
+        report.html = report.html.replace("</header>", "</header>" + sections, 1)
     written = report.write(out, png_dir=png_dir)
     return {"out": str(out), "written": written, "runs": [h.path for h in histories],
             "errors": errors + list(report.errors)}
