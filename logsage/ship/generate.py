@@ -80,6 +80,13 @@ def load_prompts(files: Sequence[str | os.PathLike], data_format: str = "auto") 
                 raise _missing_reference(where, 'alpaca "output"')
             if kind == "prompt-completion" and record.get("completion") in (None, "", []):
                 raise _missing_reference(where, '"completion"')
+            turns = record.get("messages", record.get("conversations")) if kind == "messages" else None
+            if isinstance(turns, list) and turns and isinstance(turns[-1], dict):
+                last = turns[-1]
+                role = last.get("role", last.get("from"))
+                content = last.get("content", last.get("value"))
+                if role not in ("assistant", "gpt", "model") or not isinstance(content, str) or not content.strip():
+                    raise _missing_reference(where, "the last message must be the assistant's expected answer")
     prompts = []
     for i, ex in enumerate(load_examples([str(f) for f in files], data_format)):
         msgs = list(ex.messages)
