@@ -122,3 +122,17 @@ def test_objectives_rank_as_stated():
     assert rank_steps("gen-then-loss", s, loss, order)[0] == [200, 300, 400, 100]  # 200 ties 300, lower loss
     with pytest.raises(UsageError, match="needs a loss"):
         rank_steps("gen-then-loss", s, {}, order)
+
+
+def test_report_refuses_a_selection_file_without_results_before_writing(tmp_path):
+    from click.testing import CliRunner
+
+    from logsage.cli.main import cli
+
+    bad = tmp_path / "selection.json"
+    bad.write_text(json.dumps({"run": "runs/x", "selected_step": 3}))
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(cli, ["report", str(tmp_path), "--selection", str(bad), "--out", str(out)])
+    assert res.exit_code == 1 and not out.exists()
+    assert res.stderr.strip() == (f"Error: {bad}: holds no re-evaluation results; re-run select with "
+                                  "--eval-data/--eval-generate (or logsage evaluate --out) and pass that file")
