@@ -29,6 +29,7 @@ _COMMANDS = {
     "watch": "logsage.cli.watch",
     "train": "logsage.cli.train",
     "select": "logsage.cli.select",
+    "evaluate": "logsage.cli.evaluate",
     "prune": "logsage.cli.prune",
 }
 

@@ -21,12 +21,16 @@ from logsage.cli.tune import cost_model, cost_options, metric_options
               help="Add a tune over the runs: the recommendation and its leave-one-run-out validation.")
 @click.option("--objective", default=None, help="Objective for --tune (see `logsage tune --help`).")
 @click.option("--title", default=None, help="Title of the report.")
+@click.option("--selection", "selections", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A selection file with re-evaluation results (an export's logsage_selection.json, or "
+                   "`logsage evaluate --out`): adds its loss / generation-metric table. Repeatable.")
 @cost_options
 @format_option
 @json_option
 @cache_options
 def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: str | None, mode: str | None,
-            png_dir: str | None, with_tune: bool, objective: str | None, title: str | None, gpus: float | None,
+            png_dir: str | None, with_tune: bool, objective: str | None, title: str | None,
+            selections: tuple[str, ...], gpus: float | None,
             gpu_hour_cost: float | None, run_hours: float | None, fmt: str | None, as_json: bool,
             no_cache: bool, cache_dir: str | None) -> None:
     """Write an HTML report for the runs (each PATH is one run): per run, the eval and
@@ -47,7 +51,7 @@ def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: st
         raise click.UsageError("--objective applies to --tune; add --tune")
     result = report_paths(list(paths), out, png_dir=png_dir, format=fmt, use_cache=not no_cache,
                           cache_dir=cache_dir, rules=list(rules) or None, metric=metric, mode=mode,
-                          with_tune=with_tune, objective=objective, title=title,
+                          with_tune=with_tune, objective=objective, title=title, selections=list(selections),
                           cost=cost_model(gpus, gpu_hour_cost, run_hours))
     for e in result["errors"]:
         warn(run_message(e["run"], e["error"]))

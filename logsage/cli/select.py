@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from logsage.cli.evaluate import generation_options, print_generation
 from logsage.cli.output import console, emit_json, json_option, warn
 
 
@@ -68,11 +69,13 @@ class _Progress:
               help="Re-evaluation batch size (default: the run's per_device_eval_batch_size, else 8).")
 @click.option("--max-length", type=click.IntRange(min=2), default=None,
               help="Truncate eval examples to this many tokens (default: the run's, else 2048).")
+@generation_options
 @json_option
 def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: int | None,
             eval_data: tuple[str, ...], base: str | None, export: str | None, merge: bool, dtype: str,
             force: bool, allow_pickle: bool, trust_remote_code: bool, eval_batch_size: int | None,
-            max_length: int | None, as_json: bool) -> None:
+            max_length: int | None, eval_generate: tuple[str, ...], gen_metric: str, max_new_tokens: int | None,
+            select_by: str | None, as_json: bool) -> None:
     """Choose RUN's checkpoint under a rule, re-evaluate it with the real model, and export it.
 
     Checkpoints are found under RUN as given; a missing, truncated, empty or
@@ -89,6 +92,7 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
         logsage select runs/qwen-lora --rule hf:patience=3
         logsage select runs/qwen-lora --rule hf:patience=3 --top-k 3 --eval-data data/val.jsonl
         logsage select runs/qwen-lora --rule hf:patience=3 --export ship/qwen --merge --dtype bf16
+        logsage select runs/qwen-lora --rule hf:patience=3 --top-k 3 --eval-generate data/prompts.jsonl
     """
     from logsage.core.errors import UsageError
     from logsage.ship.select import select_checkpoint
@@ -104,7 +108,8 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
             run, rule, metric=metric, mode=mode, top_k=top_k, eval_data=list(eval_data) or None, base=base,
             export=export, merge=merge, dtype=None if dtype == "auto" else dtype, force=force,
             allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, eval_batch_size=eval_batch_size,
-            max_length=max_length, progress=progress, warn=warn)
+            max_length=max_length, progress=progress, warn=warn, eval_generate=list(eval_generate) or None,
+            gen_metric=gen_metric, max_new_tokens=max_new_tokens, select_by=select_by)
     finally:
         progress.close()
     doc = result.to_dict()
@@ -123,6 +128,11 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
 
 
+# Public names for the other model-loading commands (logsage evaluate).
+Progress = _Progress
+quiet_libraries = _quiet_libraries
+
+
 def _fmt(v, digits: int = 5) -> str:
     if v is None:
         return "-"
@@ -138,15 +148,19 @@ def _render(doc: dict) -> None:
     params = ",".join(f"{k}={v}" for k, v in doc["params"].items() if k not in ("min_evals", "min_steps") or v)
     out.print(f"[bold]{doc['run']}[/bold]  rule {doc['rule']}:{params}  metric {doc['metric']} ({doc['mode']})")
     table = Table(show_header=True, header_style="bold")
-    for col in ("step", "logged", "re-eval", "diff", "ppl", "rank", ""):
+    gen = (doc.get("reevaluation") or {}).get("generation")
+    gen_cols = (gen["metric_label"], "p vs best") if gen else ()
+    for col in ("step", "logged", "re-eval", "diff", "ppl", *gen_cols, "rank", ""):
         table.add_column(col, justify="left" if col == "" else "right")
     for c in doc["candidates"]:
         r = c.get("reevaluated") or {}
+        g = c.get("generated") or {}
         mark = "rule's pick" if c["rule_pick"] else ""
         if c["step"] == doc["selected_step"]:
             mark = (mark + ", " if mark else "") + "selected"
+        extra = (_fmt(g.get("mean"), 3), _fmt(g.get("p_vs_best"), 2)) if gen else ()
         table.add_row(str(c["step"]), _fmt(c["logged_value"]), _fmt(r.get("loss")), _fmt(c.get("difference"), 3),
-                      _fmt(r.get("perplexity")), _fmt(c.get("reevaluated_rank") or c["logged_rank"]), mark)
+                      _fmt(r.get("perplexity")), *extra, _fmt(c.get("reevaluated_rank") or c["logged_rank"]), mark)
     out.print(table)
     out.print(f"selected: step {doc['selected_step']}"
               + (f" (differs from the rule's pick, step {doc['rule_step']})" if doc.get("differs_from_rule") else ""))
@@ -155,6 +169,8 @@ def _render(doc: dict) -> None:
     ev = doc.get("reevaluation") or {}
     if ev.get("paired_test"):
         out.print(ev["paired_test"]["verdict"])
+    if gen:
+        print_generation(out, gen, exp_file=(doc.get("export") or {}).get("generations_file"))
     elif doc.get("logged_paired_test"):
         out.print(f"from the logged per-example losses: {doc['logged_paired_test']['verdict']}")
     for n in doc["notes"]:

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from logsage.core.history import History
-from logsage.report.figures import Marker, ParetoFigure, RunFigure, esc, fmt, pareto_figure, pct, rule_colors, rule_label, run_figure, run_message, same_stops
-from logsage.report.svg import svg_pareto, svg_run
+from logsage.report.figures import (ParetoFigure, RunFigure, esc, fmt, pareto_figure, pct, rule_colors, rule_label,
+                                    run_figure, run_message, same_stops)
 from logsage.report.png import Canvas, png_pareto, png_run, pyplot
+from logsage.report.svg import svg_pareto, svg_run
 
 # Rules drawn when none is asked: the common defaults people run (see logsage.analysis.tune.COMMON_DEFAULTS).
 DEFAULT_REPORT_RULES = ["hf:patience=3,threshold=1e-4", "hf", "keras", "lightning", "gl", "up", "none"]
@@ -173,7 +174,7 @@ def write_pngs(report: Report, png_dir: str | os.PathLike) -> list[str]:
 
 
 def build_report(histories: Sequence[History], replay_result: Any, *, tune_result: Any = None, cost: Any = None,
-                 title: str | None = None, unread: Sequence[dict] = ()) -> Report:
+                 title: str | None = None, unread: Sequence[dict] = (), extra_sections: str = "") -> Report:
     """The report of runs already replayed: a pure rendering of the results it is given.
 
     Args:
@@ -183,6 +184,8 @@ def build_report(histories: Sequence[History], replay_result: Any, *, tune_resul
         cost: a `CostModel` (default: one GPU, no price).
         title: the page title (default: the run, or "N runs").
         unread: runs that could not be read ({"run", "error"}), named at the top of the page.
+        extra_sections: HTML placed right under the header (the re-evaluation tables of
+            selection files, `logsage.report.reeval.reevaluation_section`).
     """
     from logsage import __version__
     from logsage.analysis.cost import CostModel, costs, totals
@@ -216,6 +219,7 @@ def build_report(histories: Sequence[History], replay_result: Any, *, tune_resul
                f"</p></header>")
     for err in unread:  # runs that could not be read are named at the top, not silently missing
         out.append(f'<p class="warn">{esc(run_message(err["run"], err["error"]))}</p>')
+    out.append(extra_sections)
     if tune_result is not None:
         out.append(_tune_section(tune_result.to_dict()))
     if len(histories) > 1:
@@ -413,7 +417,8 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
 # ====================================================================== entry points
 def report_runs(histories: Sequence[History], *, rules: Sequence[Any] | None = None, metric: str | None = None,
                 mode: str | None = None, with_tune: bool = False, objective: str | None = None,
-                cost: Any = None, title: str | None = None, unread: Sequence[dict] = ()) -> Report:
+                cost: Any = None, title: str | None = None, unread: Sequence[dict] = (),
+                extra_sections: str = "") -> Report:
     """Replay the runs through the rules (default `DEFAULT_REPORT_RULES`; with `with_tune`, the
     recommendation drawn first, then the rules), and `build_report` from the results.
 
@@ -432,7 +437,8 @@ def report_runs(histories: Sequence[History], *, rules: Sequence[Any] | None = N
         if rec is not None:  # drawn first, so it gets the first colour
             rule_specs = [(rec["rule"], rec["params"])] + rule_specs
     result = replay(histories, rule_specs, metric=metric, mode=mode)
-    return build_report(histories, result, tune_result=tune_result, cost=cost, title=title, unread=unread)
+    return build_report(histories, result, tune_result=tune_result, cost=cost, title=title, unread=unread,
+                        extra_sections=extra_sections)
 
 
 def _available(specs: Sequence[str]) -> list[str]:
@@ -452,21 +458,25 @@ def _available(specs: Sequence[str]) -> list[str]:
 
 def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str | os.PathLike | None = None,
                  format: str | None = None, use_cache: bool = True, cache_dir: str | None = None,
-                 **kwargs: Any) -> dict[str, Any]:
+                 selections: Sequence[str] = (), **kwargs: Any) -> dict[str, Any]:
     """Load each path as one run, build the report and write it (and the PNGs).
 
-    Runs that cannot be read are listed in the report and the returned `errors`.
+    Runs that cannot be read are listed in the report and the returned `errors`. Each of `selections` (a
+    selection file with re-evaluation results) adds its table (`logsage.report.reeval`).
     Returns {"out", "written", "runs", "errors"}.
     """
     from logsage.core.errors import IngestError, UsageError
     from logsage.ingest import load_histories
 
+    from logsage.report.reeval import reevaluation_section
+
+    sections = "".join(reevaluation_section(p) for p in selections)  # a bad selection file fails before any work
     histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
     if not histories:
         if errors:
             raise IngestError("no run could be read: " + "; ".join(e["error"] for e in errors))
         raise UsageError("no run given; pass at least one run folder or log file")
-    report = report_runs(histories, unread=errors, **kwargs)
+    report = report_runs(histories, unread=errors, extra_sections=sections, **kwargs)
     written = report.write(out, png_dir=png_dir)
     return {"out": str(out), "written": written, "runs": [h.path for h in histories],
             "errors": errors + list(report.errors)}

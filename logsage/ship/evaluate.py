@@ -16,6 +16,12 @@ weighted by each batch's number of examples (`logsage.ingest.per_example.hf_eval
 With the run's own eval set and settings the result matches the logged `eval_loss`
 to float precision. Perplexity is exp(eval_loss).
 
+With a `logsage.ship.generate.GenerationTask` each candidate also answers a prompts
+file greedily while its adapter is active (same single base load) and is scored by
+a generation metric; the candidates are then ranked under the selection objective
+(the metric, the loss, or the loss among those not distinguishable from the
+metric's best) and the per-example generations are kept.
+
 Per-example losses come for free; `paired_test` says whether the two best
 candidates differ by more than the noise across examples (scipy's paired t-test
 and Wilcoxon signed-rank test on per-example mean losses).
@@ -35,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from logsage.core.errors import CheckpointError, DataError, LogsageError
+from logsage.core.errors import CheckpointError, DataError, LogsageError, UsageError
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 2048
@@ -131,14 +137,20 @@ class CandidateEval:
 @dataclass
 class EvalReport:
     base: str | None
-    eval_data: str
+    eval_data: str | None
     settings: EvalSettings
     results: list[CandidateEval]
     base_load_s: float | None
     paired: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
+    generation: dict[str, Any] | None = None  # logsage.ship.generate.summarize(...)
+    per_example: list[dict[str, Any]] = field(default_factory=list, repr=False)  # candidate x prompt generations
+    ranking: list[int] | None = None  # under the selection objective (None: by re-evaluated loss)
+    model_loads: int = 0
 
     def ranked_steps(self) -> list[int]:
+        if self.ranking is not None:
+            return list(self.ranking)
         return [r.step for r in sorted(self.results, key=lambda r: r.rank)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +160,8 @@ class EvalReport:
             "base": self.base, "eval_data": self.eval_data, "settings": dict(self.settings.__dict__),
             "base_load_s": self.base_load_s, "results": [r.to_dict() for r in self.results],
             "ranking": self.ranked_steps(), "paired_test": self.paired, "warnings": self.warnings,
+            "model_loads": self.model_loads, "generation": self.generation,
+            **({"generations": self.per_example} if self.generation is not None else {}),
         })
 
 
@@ -278,31 +292,89 @@ def load_full_model(path: Path, settings: EvalSettings, *, allow_pickle: bool, t
 
 
 # ====================================================================== the loop
+def iter_candidate_models(items: Sequence[tuple[int, Path, str]], base_dir: Path | None, settings: EvalSettings,
+                          device: Any, workdir: Path, *, allow_pickle: bool, trust_remote_code: bool,
+                          on_load: Callable[[str, float], None] | None = None):
+    """Yield (step, folder, model, seconds to make it ready) per candidate: adapters first, onto ONE base load
+    (each loaded under its own name, activated, the previous one deleted), then each full checkpoint on its own.
+
+    `on_load(what, seconds)` is told about every model load ("base" or a full checkpoint's folder).
+    """
+    adapters = [(s, p) for s, p, k in items if k == "adapter"]
+    if adapters:
+        from peft import PeftModel
+
+        t0 = time.perf_counter()
+        base_model = load_full_model(base_dir, settings, allow_pickle=False, trust_remote_code=trust_remote_code)
+        base_model.to(device)
+        if on_load:
+            on_load("base", time.perf_counter() - t0)
+        model = None
+        previous = None
+        for step, path in adapters:
+            t0 = time.perf_counter()
+            src = safe_adapter_dir(path, workdir, allow_pickle=allow_pickle)
+            name = f"step_{step}"
+            try:
+                if model is None:
+                    model = PeftModel.from_pretrained(base_model, src, adapter_name=name, is_trainable=False)
+                else:
+                    model.load_adapter(src, adapter_name=name, is_trainable=False)
+                    model.set_adapter(name)
+                    model.delete_adapter(previous)  # keep one adapter in memory, however many candidates
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+                raise CheckpointError(f"{path}: the adapter does not load onto {base_dir} ({first}); "
+                                      "is --base the model it was trained on?") from None
+            model.to(device)
+            previous = name
+            yield step, path, model, time.perf_counter() - t0
+        del model, base_model
+    for step, path, kind in items:
+        if kind == "adapter":
+            continue
+        t0 = time.perf_counter()
+        model = load_full_model(path, settings, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        model.to(device)
+        if on_load:
+            on_load(str(path), time.perf_counter() - t0)
+        yield step, path, model, time.perf_counter() - t0
+        del model
+
+
 def evaluate_checkpoints(
     candidates: Sequence[tuple[int, Path, str]],
     *,
     base: str | os.PathLike | None,
-    eval_data: EvalData | Sequence[str],
+    eval_data: EvalData | Sequence[str] | None,
     settings: EvalSettings | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     logged: dict[int, float | None] | None = None,
     metric: str | None = None,
+    generation: Any = None,
+    select_by: str | None = None,
 ) -> EvalReport:
-    """Re-evaluate checkpoints (step, folder, kind "adapter" | "full") on `eval_data`; rank them by eval loss.
+    """Re-evaluate checkpoints (step, folder, kind "adapter" | "full") on `eval_data` (eval loss) and/or by
+    generating (`generation`, a `logsage.ship.generate.GenerationTask`); rank them under `select_by`.
 
-    Adapters share one base model load (`base`); a full checkpoint is loaded alone.
-    `progress(label, done, total)` is called after every eval batch.
+    Adapters share one base model load (`base`) for both measures; a full checkpoint is loaded alone.
+    `progress(label, done, total)` is called after every eval or generation batch. `select_by` is
+    "loss" (the default without generation), "gen" (the default with it) or "gen-then-loss".
 
     Raises:
         CheckpointError: a checkpoint or the base cannot be loaded.
-        DataError: the eval data is malformed (names the file and line).
+        DataError: the eval data or a prompt is malformed, or the scorer fails (names the file and line).
     """
     from transformers import AutoTokenizer
 
     settings = settings or EvalSettings()
-    data = eval_data if isinstance(eval_data, EvalData) else EvalData(files=[str(f) for f in eval_data])
+    if eval_data is None and generation is None:
+        raise LogsageError("nothing to re-evaluate: give eval data, prompts to generate from, or both")
+    data = None
+    if eval_data is not None:
+        data = eval_data if isinstance(eval_data, EvalData) else EvalData(files=[str(f) for f in eval_data])
     base_dir = Path(base) if base is not None else None
     items = [(int(s), Path(p), k) for s, p, k in candidates]
     if any(k == "adapter" for _, _, k in items) and base_dir is None:
@@ -318,8 +390,8 @@ def evaluate_checkpoints(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise CheckpointError(f"{tok_dir}: the tokenizer has neither a pad nor an eos token; cannot batch")
-    examples = load_eval_set(tokenizer, data, settings)
-    n_batches = len(_batches(examples, settings.batch_size))
+    examples = load_eval_set(tokenizer, data, settings) if data is not None else []
+    n_batches = len(_batches(examples, settings.batch_size)) + (generation.n_batches if generation else 0)
     total = n_batches * len(items)
     done = 0
 
@@ -332,47 +404,19 @@ def evaluate_checkpoints(
         return _t
 
     results: list[CandidateEval] = []
-    base_load_s: float | None = None
+    gens: list[Any] = []
+    loads: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="logsage-eval-") as work:
-        adapters = [(s, p) for s, p, k in items if k == "adapter"]
-        if adapters:
-            from peft import PeftModel
-
+        for step, path, model, ready_s in iter_candidate_models(
+                items, base_dir, settings, device, Path(work), allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code, on_load=lambda what, s: loads.append((what, s))):
             t0 = time.perf_counter()
-            base_model = load_full_model(base_dir, settings, allow_pickle=False, trust_remote_code=trust_remote_code)
-            base_model.to(device)
-            base_load_s = time.perf_counter() - t0
-            model = None
-            previous = None
-            for step, path in adapters:
-                t0 = time.perf_counter()
-                src = safe_adapter_dir(path, Path(work), allow_pickle=allow_pickle)
-                name = f"step_{step}"
-                try:
-                    if model is None:
-                        model = PeftModel.from_pretrained(base_model, src, adapter_name=name, is_trainable=False)
-                    else:
-                        model.load_adapter(src, adapter_name=name, is_trainable=False)
-                        model.set_adapter(name)
-                        model.delete_adapter(previous)  # keep one adapter in memory, however many candidates
-                except (OSError, ValueError, RuntimeError, KeyError) as e:
-                    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
-                    raise CheckpointError(f"{path}: the adapter does not load onto {base_dir} ({first}); "
-                                          "is --base the model it was trained on?") from None
-                model.to(device)
-                previous = name
+            if data is not None:
                 per = eval_loss_of(model, examples, settings, pad_id, device, tick(f"checkpoint-{step}"))
-                results.append(_result(step, path, per, time.perf_counter() - t0))
-            del model, base_model
-        for step, path, kind in items:
-            if kind == "adapter":
-                continue
-            t0 = time.perf_counter()
-            model = load_full_model(path, settings, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-            model.to(device)
-            per = eval_loss_of(model, examples, settings, pad_id, device, tick(f"checkpoint-{step}"))
-            results.append(_result(step, path, per, time.perf_counter() - t0))
-            del model
+                results.append(_result(step, path, per, ready_s + time.perf_counter() - t0))
+            if generation is not None:
+                gens.append(generation.run(model, tokenizer, device, step, tick(f"checkpoint-{step} generate")))
+    base_load_s = next((s for what, s in loads if what == "base"), None)
     order = {s: i for i, (s, _, _) in enumerate(items)}
     results.sort(key=lambda r: order[r.step])
     from logsage.core.names import canonical_name
@@ -389,11 +433,29 @@ def evaluate_checkpoints(
     paired = None
     if len(ranked) >= 2:
         paired = paired_test(ranked[0].per_example, ranked[1].per_example, ranked[0].step, ranked[1].step)
-    if not comparable:
+    if not comparable and data is not None:
         warnings.append(f"the logged metric is {metric}; the re-evaluation measures eval loss, so the two are "
                         "compared by rank only")
-    return EvalReport(base=str(base_dir) if base_dir else None, eval_data=data.describe(),
-                      settings=settings, results=results, base_load_s=base_load_s, paired=paired, warnings=warnings)
+    report = EvalReport(base=str(base_dir) if base_dir else None, eval_data=data.describe() if data else None,
+                        settings=settings, results=results, base_load_s=base_load_s, paired=paired,
+                        warnings=warnings)
+    report.model_loads = len(loads)
+    if generation is not None:
+        from logsage.ship.generate import per_example_records, rank_steps, summarize
+
+        loss, label = {r.step: r.loss for r in results}, "re-evaluated eval_loss"
+        if not loss and comparable and logged:  # no eval data: the logged loss is what the loss says
+            loss, label = {s: v for s, v in logged.items() if v is not None}, f"logged {metric or 'eval_loss'}"
+        summary = summarize(generation, gens, order=[s for s, _, _ in items], loss=loss, loss_label=label)
+        objective = select_by or "gen"
+        ranking, how = rank_steps(objective, summary, loss, [s for s, _, _ in items], loss_label=label)
+        summary["select_by"], summary["objective"] = objective, how
+        report.generation = summary
+        report.per_example = per_example_records(generation, gens)
+        report.ranking = ranking
+    elif select_by not in (None, "loss"):
+        raise UsageError(f"--select-by {select_by} needs --eval-generate PROMPTS")
+    return report
 
 
 def _result(step: int, path: Path, per: dict[str, np.ndarray], seconds: float) -> CandidateEval:

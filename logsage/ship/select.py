@@ -368,6 +368,7 @@ class SelectResult:
     def to_dict(self) -> dict[str, Any]:
         sel = self.selection
         evals = {r["step"]: r for r in (self.evaluation or {}).get("results", [])}
+        gen = {r["step"]: r for r in ((self.evaluation or {}).get("generation") or {}).get("results", [])}
         candidates = []
         for c in sel.candidates:
             d = c.to_dict()
@@ -375,6 +376,11 @@ class SelectResult:
             if r is not None:
                 d["reevaluated"] = {k: r.get(k) for k in ("loss", "perplexity", "n_examples", "n_tokens", "seconds")}
                 d["reevaluated_rank"] = r.get("rank")
+            if self.evaluation and self.evaluation.get("ranking") and c.step in self.evaluation["ranking"]:
+                d["reevaluated_rank"] = self.evaluation["ranking"].index(c.step) + 1  # under the objective
+            g = gen.get(c.step)
+            if g is not None:
+                d["generated"] = g
                 if c.logged_value is not None and r.get("loss") is not None and _is_loss(sel.metric):
                     d["difference"] = r["loss"] - c.logged_value
                     d["relative_difference"] = (r["loss"] - c.logged_value) / abs(c.logged_value) \
@@ -438,6 +444,10 @@ def select_checkpoint(
     max_length: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    eval_generate: Sequence[str] | None = None,
+    gen_metric: str = "exact",
+    max_new_tokens: int | None = None,
+    select_by: str | None = None,
 ) -> SelectResult:
     """Choose a run's checkpoint under a rule, re-evaluate the candidates, and optionally export the winner.
 
@@ -458,6 +468,11 @@ def select_checkpoint(
         eval_batch_size, max_length: re-evaluation settings (default: the manifest's, else 8 and 2048).
         progress: called as (label, done, total) during re-evaluation and export.
         warn: called with each warning as it happens (the result lists them too).
+        eval_generate: prompts file(s) to generate from with each candidate (`logsage.ship.generate`), scored by
+            `gen_metric` (exact, contains, rouge-l, bleu, MODULE:FUNCTION) with at most `max_new_tokens`; the
+            per-example generations go beside the export's provenance file (logsage_generations.jsonl).
+        select_by: the objective that ranks re-evaluated candidates: loss, gen (default with eval_generate) or
+            gen-then-loss.
     """
     from logsage.ingest import load_history
 
@@ -467,6 +482,11 @@ def select_checkpoint(
     history = load_history(run)
     selection = choose_candidates(history, rule, metric=metric, mode=mode, top_k=top_k, allow_pickle=allow_pickle)
     manifest = read_manifest(run_dir)
+    generation = None
+    if eval_generate:  # prompts and metric are checked before any model is loaded
+        from logsage.ship.generate import generation_task
+
+        generation = generation_task(eval_generate, gen_metric, max_new_tokens, manifest, eval_batch_size)
     result = SelectResult(selection=selection, selected_step=selection.candidates[0].step)
 
     def note(msg: str) -> None:
@@ -491,18 +511,23 @@ def select_checkpoint(
             skipped = data_warnings[-1]
 
     base_dir: Path | None = None
-    if needs_base and (eval_source is not None or (export is not None and merge) or base):
+    if select_by is not None:
+        from logsage.ship.generate import check_objective
+
+        check_objective(select_by, generation is not None, eval_source is not None or _is_loss(selection.metric))
+    if needs_base and (eval_source is not None or generation is not None or (export is not None and merge) or base):
         base_dir, source = resolve_base(base, first, run_dir, manifest)
         result.base, result.base_source = str(base_dir), source
 
-    if eval_source is not None:
+    if eval_source is not None or generation is not None:
         from logsage.ship.evaluate import EvalSettings, evaluate_checkpoints
 
         settings = EvalSettings.from_manifest(manifest, batch_size=eval_batch_size, max_length=max_length)
         report = evaluate_checkpoints(
             [(c.step, Path(c.path), c.kind) for c in selection.candidates], base=base_dir, eval_data=eval_source,
             settings=settings, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
-            logged={c.step: c.logged_value for c in selection.candidates}, metric=selection.metric)
+            logged={c.step: c.logged_value for c in selection.candidates}, metric=selection.metric,
+            generation=generation, select_by=select_by)
         result.evaluation = report.to_dict()
         for w in report.warnings:
             note(w)
@@ -532,9 +557,18 @@ def select_checkpoint(
                 # An adapter export needs the base only for its tokenizer, when the checkpoint has none.
         provenance = {k: v for k, v in result.to_dict().items() if k != "export"}
         provenance["manifest"] = manifest
+        generations = None
+        if generation is not None:
+            from logsage.ship.generate import split_generations
+
+            provenance["reevaluation"], generations = split_generations(provenance["reevaluation"])
         exp = export_checkpoint(
             Path(chosen.path), export, kind=chosen.kind, base_dir=base_dir, merge=merge, dtype=dtype, force=force,
             allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, provenance=provenance,
             manifest=manifest, progress=progress, warn=note)
         result.export = exp.to_dict()
+        if generations is not None:
+            from logsage.ship.generate import PER_EXAMPLE_NAME, write_per_example
+
+            result.export["generations_file"] = str(write_per_example(Path(export) / PER_EXAMPLE_NAME, generations))
     return result
