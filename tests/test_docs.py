@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from logsage.cli.main import _COMMANDS, cli
 from logsage.rules import list_rules
+from corpus import REAL_RUNS, needs_corpus
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -36,12 +37,13 @@ def test_readme_names_the_test_command_that_ci_runs():
     assert ci.rstrip().endswith("python -m pytest -q")
 
 
+@needs_corpus
 def test_example_script_runs_on_the_bundled_runs():
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    runs = sorted(str(p) for p in (root / "fixtures" / "real-runs" / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
+    runs = sorted(str(p) for p in (REAL_RUNS / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
     out = subprocess.run([sys.executable, "examples/compare_rules.py", *runs], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

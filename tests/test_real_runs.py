@@ -10,7 +10,7 @@ import pytest
 
 import logsage
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+from corpus import REAL_RUNS as REAL
 
 # format folder -> the `History.format` logsage must detect
 DETECTED = {
