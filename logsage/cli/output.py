@@ -50,7 +50,7 @@ def cache_options(f):
 # The names of the readers in logsage/ingest (kept here so that --help never imports
 # them; tests/test_cli.py checks that this list equals logsage.ingest.formats()).
 FORMAT_NAMES = ("trainer-state", "tensorboard", "swift", "llamafactory", "lightning", "keras",
-                "tb-csv", "wandb", "mlflow", "model-card", "wide")
+                "tb-csv", "wandb", "wandb-run", "trackio", "mlflow", "model-card", "wide")
 
 
 def format_option(f):

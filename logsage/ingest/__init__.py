@@ -40,6 +40,8 @@ _READER_MODULES = [
     "keras_csv",
     "tb_csv",
     "wandb_csv",
+    "wandb_run",
+    "trackio",
     "mlflow",
     "model_card",
     "wide",
@@ -51,7 +53,10 @@ _SUMMARY_FILES = {"all_results.json", "eval_results.json", "train_results.json",
 _KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.json", "config.json",
                    "training_args.bin", "logsage_run.json", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt",
-                   ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml"}
+                   ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml",
+                   # a W&B run folder's companions (wandb-summary.json is read by the wandb-run reader)
+                   "wandb-summary.json", "wandb-metadata.json", "requirements.txt", "config.yaml", "diff.patch",
+                   "debug.log", "debug-internal.log", "debug-core.log"}
 
 # Weights, images and code: part of a run folder, never logs.
 _NOT_LOG_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".png", ".jpg", ".jpeg",
