@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -123,3 +124,21 @@ def test_damaged_database_is_a_one_line_error(trackio_db, tmp_path):
     assert r.exit_code == 1, r.output
     line = r.output.strip().splitlines()[-1]
     assert str(db) in line and "Traceback" not in r.output
+
+
+def test_database_of_trackio_before_0_24_without_run_id(tmp_path):
+    """Trackio < 0.24 wrote no run_id column (the run is its name) and metrics as TEXT; schema as in its
+    sqlite_storage.py of then (no writer of that version is installable next to the current one)."""
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE metrics (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, "
+                "run_name TEXT NOT NULL, step INTEGER NOT NULL, metrics TEXT NOT NULL)")
+    rows = [("2025-01-01T00:00:0%d" % i, "r1" if i < 3 else "r2", i, json.dumps({"loss": 1.0 / (i + 1)}))
+            for i in range(6)]
+    con.executemany("INSERT INTO metrics (timestamp, run_name, step, metrics) VALUES (?, ?, ?, ?)", rows)
+    con.commit()
+    con.close()
+    h = logsage.load_history(db)
+    assert h.format == "trackio" and h.meta["trackio_runs"] == ["r1", "r2"]
+    assert h.metric("loss").steps.tolist() == [3, 4, 5]
+    assert h.metric("loss").values.tolist() == [1 / 4, 1 / 5, 1 / 6]
