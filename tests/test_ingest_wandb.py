@@ -229,3 +229,21 @@ def test_a_file_named_wandb_without_the_header_is_not_claimed(tmp_path):
     h = logsage.load_history(tmp_path)
     assert h.format == "trainer-state"
     assert any(c.kind == "skipped_file" and "notes.wandb" in c.message for c in h.cleanups)
+
+
+def test_folder_of_two_different_runs_is_refused_and_a_resume_is_merged(offline_runs, tmp_path):
+    import shutil
+
+    both = tmp_path / "wandb"
+    for run in offline_runs.values():
+        shutil.copytree(run, both / run.name)
+    with pytest.raises(IngestError) as e:
+        logsage.load_history(both)
+    assert "2 different W&B runs" in str(e.value) and "\n" not in str(e.value)
+    # A resume: the same run id in a second folder, logging on from where the first stopped.
+    resumed = tmp_path / "resumed"
+    hf = offline_runs["hf"]
+    shutil.copytree(hf, resumed / "run-1" / hf.name)
+    shutil.copytree(hf, resumed / "run-2" / hf.name)
+    h = logsage.load_history(resumed)
+    assert len(h.metric("train/loss")) == 400  # the same points twice: one series, no conflict

@@ -14,7 +14,8 @@ its value in the same row, or the latest one before it as W&B's ``step_sync`` do
 ``_step`` (the number of the log call). Wall times: ``_timestamp``. A metric's ``goal`` from
 ``define_metric`` is kept in ``meta["wandb_goals"]``. Non-numeric values (media, tables,
 histograms) are counted as skipped. HF's end-of-training scalars go to ``summary``, as in the
-W&B CSV reader. Damage (a bad checksum, a truncated tail from a killed run) keeps every record
+W&B CSV reader. Several run files are sessions of one resumed run when they share its id (read in
+order, a later write of a step wins); files of different runs are refused. Damage (a bad checksum, a truncated tail from a killed run) keeps every record
 before it and after it that can be framed, with a warning and a ``truncated`` /
 ``dropped_record`` cleanup counting what was lost. W&B keeps float64.
 """
@@ -46,19 +47,27 @@ def claims(path: Path, head: bytes) -> bool:
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     points = PointCollector(format=FORMAT, precision=PRECISION)
+    ids: dict[str, list[str]] = {}
     for path in sorted(paths, key=natural_key):  # a resumed run: one file per session, in run order
         res.files.append(str(path))
-        _read_file(path, points, res)
+        run_id = _read_file(path, points, res)
+        ids.setdefault(run_id or path.stem.removeprefix("run-"), []).append(path.parent.name)
         summary = path.parent / "files" / "wandb-summary.json"
         if summary.is_file():
             _read_summary(summary, res)
+    if len(ids) > 1:  # sessions of one run (a resume) share its id; different ids are different runs
+        shown = "; ".join(f"{i} in {', '.join(folders)}" for i, folders in ids.items())
+        raise IngestError(f"{ctx.run_root or paths[0].parent}: holds {len(ids)} different W&B runs ({shown}); a path is "
+                          "one run - pass each run folder (wandb/run-*/) as its own PATH")
     res.series, cleanups = points.build()
     res.cleanups.extend(cleanups)
     return res
 
 
-def _read_file(path: Path, points: PointCollector, res: ReadResult) -> None:
+def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | None:
+    """Add one run file's history to `points`; returns the run's id (None when the file does not say)."""
     file = str(path)
+    run_id: str | None = None
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -78,6 +87,7 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> None:
                 elif kind == "run":
                     for k, v in store.run_info(payload).items():
                         res.meta.setdefault(f"wandb_{k}", v)
+                        run_id = v if k == "run_id" else run_id
             except store.ProtoError as e:
                 bad_messages += 1
                 damage._mark(offset, f"record at byte {offset} is not a valid message ({e})")
@@ -86,6 +96,7 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> None:
                           "(wandb/run-*/ or wandb/latest-run/), or pass --format for another log") from None
     _report_damage(path, data, damage, bad_messages, len(rows), res)
     _add_rows(path, rows, metrics, points, res)
+    return run_id
 
 
 def _report_damage(path: Path, data: bytes, damage: store.Damage, bad_messages: int, n_rows: int,
