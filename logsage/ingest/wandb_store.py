@@ -14,9 +14,10 @@ Framing (wandb ``sdk/internal/datastore.py``; the Go core writes the same bytes)
 
 Protobuf fields used (``wandb/proto/wandb_internal.proto``)::
 
-    Record        num=1 history=2 metric=12 run=17
+    Record        num=1 history=2 summary=3 metric=12 run=17
     HistoryRecord item=1 (repeated HistoryItem) step=2 (HistoryStep num=1)
     HistoryItem   key=1 nested_key=2 (repeated) value_json=16
+    SummaryRecord update=1 (repeated SummaryItem: key=1 nested_key=2 value_json=16)
     MetricRecord  name=1 glob_name=2 step_metric=4 goal=8 (1 minimize, 2 maximize)
     RunRecord     run_id=1 project=3 display_name=8
 
@@ -210,10 +211,12 @@ class MetricDef:
 
 
 def record_kind(record: bytes) -> tuple[str, bytes | None]:
-    """``("history" | "metric" | "run" | "other", payload)`` for a serialized Record."""
+    """``("history" | "summary" | "metric" | "run" | "other", payload)`` for a serialized Record."""
     for num, value in fields(record):
         if num == 2 and isinstance(value, bytes):
             return "history", value
+        if num == 3 and isinstance(value, bytes):
+            return "summary", value
         if num == 12 and isinstance(value, bytes):
             return "metric", value
         if num == 17 and isinstance(value, bytes):
@@ -221,22 +224,38 @@ def record_kind(record: bytes) -> tuple[str, bytes | None]:
     return "other", None
 
 
+def _item(value: bytes) -> tuple[str, str]:
+    """(name, value_json) of a HistoryItem or SummaryItem (same field numbers)."""
+    key = ""
+    nested: list[str] = []
+    value_json = ""
+    for n, v in fields(value):
+        if n == 1 and isinstance(v, bytes):
+            key = v.decode("utf-8", "replace")
+        elif n == 2 and isinstance(v, bytes):
+            nested.append(v.decode("utf-8", "replace"))
+        elif n == 16 and isinstance(v, bytes):
+            value_json = v.decode("utf-8", "replace")
+    return key or "/".join(nested), value_json  # a nested dict ({"train": {"loss": x}}) is logged as train/loss
+
+
+def summary_update(payload: bytes) -> dict[str, str]:
+    """The items a SummaryRecord sets (``run.summary[k] = v``, and W&B's own running summary)."""
+    out: dict[str, str] = {}
+    for num, value in fields(payload):
+        if num == 1 and isinstance(value, bytes):
+            name, value_json = _item(value)
+            if name:
+                out[name] = value_json
+    return out
+
+
 def history_row(payload: bytes) -> HistoryRow:
     items: dict[str, str] = {}
     step: int | None = None
     for num, value in fields(payload):
         if num == 1 and isinstance(value, bytes):
-            key = ""
-            nested: list[str] = []
-            value_json = ""
-            for n, v in fields(value):
-                if n == 1 and isinstance(v, bytes):
-                    key = v.decode("utf-8", "replace")
-                elif n == 2 and isinstance(v, bytes):
-                    nested.append(v.decode("utf-8", "replace"))
-                elif n == 16 and isinstance(v, bytes):
-                    value_json = v.decode("utf-8", "replace")
-            name = key or "/".join(nested)  # a nested dict ({"train": {"loss": x}}) is logged as train/loss
+            name, value_json = _item(value)
             if name:
                 items[name] = value_json
         elif num == 2 and isinstance(value, bytes):

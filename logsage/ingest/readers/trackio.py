@@ -11,7 +11,9 @@ The schema (trackio ``sqlite_storage.py``, schema version 2)::
 Databases written before trackio 0.24 have no ``run_id``: the run is its ``run_name``. Values
 are JSON numbers; trackio writes NaN and infinities as the strings ``"NaN"``, ``"Infinity"``
 and ``"-Infinity"``; a nested dict is flattened with ``/``; anything else (text, media) is
-counted as skipped. Wall times: ``timestamp`` (ISO 8601). The step is the ``step`` column.
+counted as skipped. Wall times: ``timestamp`` (ISO 8601). The step is ``train/global_step`` where a
+row has it (the Hugging Face integration logs it with every call, and trackio's ``step`` column
+counts log calls, not optimizer steps), else the ``step`` column.
 
 A project database holds every run of the project, and a path is one run: the run logged
 last is read and a warning names the others (``meta["trackio_runs"]`` lists them all, in
@@ -37,6 +39,7 @@ PRECISION = "float64"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _NEEDED = {"run_name", "step", "metrics"}
+_HF_STEP = "train/global_step"
 _SPECIAL = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
@@ -140,6 +143,10 @@ def _add_rows(path: Path, rows: list, res: ReadResult) -> None:
             continue
         flat: dict = {}
         _flatten("", doc, flat)
+        # HF's TrackioCallback logs the optimizer step with every call; trackio's own step counts calls.
+        gs = flat.pop(_HF_STEP, None)
+        if isinstance(gs, (int, float)) and not isinstance(gs, bool) and float(gs).is_integer():
+            step = int(gs)
         wall = _wall(ts)
         summary_row = any(is_hf_summary_tag(k) for k in flat)
         for key, value in flat.items():

@@ -13,8 +13,10 @@ key (the Hugging Face integration does ``define_metric("*", step_metric="train/g
 its value in the same row, or the latest one before it as W&B's ``step_sync`` does; else
 ``_step`` (the number of the log call). Wall times: ``_timestamp``. A metric's ``goal`` from
 ``define_metric`` is kept in ``meta["wandb_goals"]``. Non-numeric values (media, tables,
-histograms) are counted as skipped. HF's end-of-training scalars go to ``summary``, as in the
-W&B CSV reader. Several run files are sessions of one resumed run when they share its id (read in
+histograms) are counted as skipped. The run's summary records (``run.summary``, where HF's
+integration puts ``train_runtime``, ``train_loss``...) and ``files/wandb-summary.json`` go to
+``summary``; evaluations logged after HF's end-of-training summary at a step the training
+covered (the final ``trainer.evaluate()``) are summaries too, as in the W&B CSV reader. Several run files are sessions of one resumed run when they share its id (read in
 order, a later write of a step wins); files of different runs are refused. Damage (a bad checksum, a truncated tail from a killed run) keeps every record
 before it and after it that can be framed, with a warning and a ``truncated`` /
 ``dropped_record`` cleanup counting what was lost. W&B keeps float64.
@@ -29,9 +31,11 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
+from logsage.core.names import canonical_name, kind_of
 from logsage.ingest import wandb_store as store
 from logsage.ingest.readers.base import ReadContext, ReadResult, loads_lenient, to_float
-from logsage.ingest.text import PointCollector, is_hf_summary_tag, natural_key, post_training_eval_cleanup
+from logsage.ingest.text import (HF_SUMMARY_KEYS, PointCollector, is_hf_summary_tag, natural_key,
+                                  post_training_eval_cleanup)
 
 FORMAT = "wandb-run"
 DESCRIPTION = "W&B run folder: the history records of its binary run-<id>.wandb file (no wandb needed)"
@@ -75,6 +79,8 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | Non
     damage = store.Damage()
     metrics: list[store.MetricDef] = []
     rows: list[store.HistoryRow] = []
+    summary: dict[str, str] = {}
+    train_end: int | None = None  # rows logged before HF's end-of-training summary
     bad_messages = 0
     try:
         for offset, record in store.scan(data, damage):
@@ -82,6 +88,11 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | Non
                 kind, payload = store.record_kind(record)
                 if kind == "history":
                     rows.append(store.history_row(payload))
+                elif kind == "summary":
+                    update = store.summary_update(payload)
+                    summary.update(update)
+                    if train_end is None and HF_SUMMARY_KEYS & update.keys():
+                        train_end = len(rows)  # HF puts train_runtime... in run.summary, not the history
                 elif kind == "metric":
                     metrics.append(store.metric_def(payload))
                 elif kind == "run":
@@ -95,7 +106,14 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | Non
         raise IngestError(f"{path}: not a W&B run file ({e}); give the run folder W&B wrote "
                           "(wandb/run-*/ or wandb/latest-run/), or pass --format for another log") from None
     _report_damage(path, data, damage, bad_messages, len(rows), res)
-    _add_rows(path, rows, metrics, points, res)
+    _add_rows(path, rows, metrics, points, res, train_end)
+    for key, text in summary.items():
+        v = _number(_value(text))
+        if v is not None and not key.startswith("_"):
+            res.summary[key] = v
+    for key in ("train/train_runtime", "train_runtime"):
+        if key in res.summary:
+            res.meta["train_runtime"] = res.summary[key]
     return run_id
 
 
@@ -136,7 +154,7 @@ def _value(text: str):
 
 
 def _add_rows(path: Path, rows: list[store.HistoryRow], metrics: list[store.MetricDef],
-              points: PointCollector, res: ReadResult) -> None:
+              points: PointCollector, res: ReadResult, train_end: int | None) -> None:
     file = str(path)
     goals = {m.name or m.glob: m.goal for m in metrics if m.goal}
     if goals:
@@ -146,7 +164,10 @@ def _add_rows(path: Path, rows: list[store.HistoryRow], metrics: list[store.Metr
     last_step_value: dict[str, int] = {}
     end_step: int | None = None
     no_step = late = 0
-    for row in rows:
+    last_call_step: int | None = None
+    for index, row in enumerate(rows):
+        if index == train_end and end_step is None:  # the training ended here: later evaluations are summaries
+            end_step = max(last_step_value.values(), default=last_call_step)
         values = {k: _value(v) for k, v in row.items.items()}
         for s in step_metrics:  # step_sync: the latest value of each step metric
             st = _as_int(values.get(s))
@@ -155,11 +176,14 @@ def _add_rows(path: Path, rows: list[store.HistoryRow], metrics: list[store.Metr
         call_step = _as_int(values.get("_step"))
         if call_step is None:
             call_step = row.step
+        last_call_step = call_step if call_step is not None else last_call_step
         wall = values.get("_timestamp")
         wall = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None
         if isinstance(values.get("_runtime"), (int, float)):
             res.meta["wandb_runtime_last"] = float(values["_runtime"])
         summary_row = any(is_hf_summary_tag(k) for k in values)
+        # An evaluation logged after the training's end (HF's final trainer.evaluate()): a summary row.
+        eval_row = end_step is not None and any(kind_of(canonical_name(k)) == "eval" for k in values)
         late_row = False
         for key, value in values.items():
             if key in _INTERNAL or key in step_metrics:
@@ -175,7 +199,7 @@ def _add_rows(path: Path, rows: list[store.HistoryRow], metrics: list[store.Metr
             if v is None:
                 points.ignore(key, file=file, example=value)
                 continue
-            if summary_row or (end_step is not None and step <= end_step):
+            if summary_row or (eval_row and step <= end_step):
                 res.summary[key] = v
                 late_row = late_row or not summary_row
                 continue
@@ -190,8 +214,6 @@ def _add_rows(path: Path, rows: list[store.HistoryRow], metrics: list[store.Metr
                                     "value skipped", file=file, count=no_step))
     if late and end_step is not None:
         res.cleanups.append(post_training_eval_cleanup(file, late, end_step))
-    if "train/train_runtime" in res.summary:
-        res.meta["train_runtime"] = res.summary["train/train_runtime"]
 
 
 def _as_int(value) -> int | None:
