@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -119,8 +120,10 @@ def screenshot(path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("--screenshot needs chromium (apt-get install chromium)")
-    real = ROOT / "fixtures" / "real-runs"
-    runs = [str(p.relative_to(ROOT)) for p in sorted((real / "hf_trainer_state").iterdir()) if p.is_dir()][4:12]
+    real = ROOT.parent / "shared" / "real-runs"  # the team's shared corpus beside the repository
+    if not real.is_dir():
+        raise SystemExit(f"--screenshot needs the shared real-run corpus at {real}")
+    runs = [os.path.relpath(p, ROOT) for p in sorted((real / "hf_trainer_state").iterdir()) if p.is_dir()][4:12]
     with tempfile.TemporaryDirectory() as d:
         html = Path(d) / "report.html"
         subprocess.run([sys.executable, "-m", "logsage", "report", *runs, "--out", str(html), "--tune",

@@ -1,6 +1,6 @@
 """Compare stopping rules on your own runs with the Python API (the library behind `logsage replay`).
 
-    python examples/compare_rules.py fixtures/real-runs/hf_trainer_state/gner-qe-*
+    python examples/compare_rules.py examples/runs/*
 
 For each run: where each rule would have stopped and what it would have cost against the
 best checkpoint in hindsight; then the per-rule summary over all runs, Pareto front marked.

@@ -15,6 +15,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# --- the shared real-run corpus (tests/corpus.py) -----------------------------------------
+
+
+def pytest_configure(config):
+    """With LOGSAGE_REQUIRE_CORPUS=1 (CI), a missing ../shared corpus fails the session instead of skipping."""
+    import corpus
+
+    if os.environ.get(corpus.REQUIRE_ENV) == "1" and corpus.missing():
+        raise pytest.UsageError(
+            f"{corpus.REQUIRE_ENV}=1 but the shared real-run corpus is missing: "
+            + ", ".join(str(p) for p in corpus.missing())
+            + "; CI must run with ../shared/ (real-runs/, real-runs-2/) beside the repository")
+
+
 # --- training fixtures (logsage/train) ---------------------------------------------------
 
 

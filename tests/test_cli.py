@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from logsage.cli.main import cli
+from corpus import REAL_RUNS, needs_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / "fixtures" / "real-runs" / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan"
+RUN = REAL_RUNS / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan"
 HEAVY = ("torch", "transformers", "peft")
 
 
@@ -21,6 +23,7 @@ def _run(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "logsage", *args], capture_output=True, text=True, cwd=ROOT, **kw)
 
 
+@needs_corpus
 def test_import_cli_and_analysis_commands_never_import_torch():
     code = (
         "import sys, logsage.cli.main\n"
@@ -63,6 +66,7 @@ def test_format_names_match_readers():
     assert sorted(formats()) == sorted(FORMAT_NAMES)
 
 
+@needs_corpus
 def test_ingest_json_is_one_strict_document(tmp_path):
     out = _run("ingest", str(RUN), "--json")
     assert out.returncode == 0, out.stderr
@@ -90,12 +94,14 @@ def test_ingest_json_is_one_strict_document(tmp_path):
     assert run["summary"]["eval_loss"] == final["eval_loss"]  # the finite ones are kept
 
 
+@needs_corpus
 def test_path_echoed_as_given(tmp_path):
-    rel = "fixtures/real-runs/hf_trainer_state/whisper-large-v2-ja-38ep/"
+    rel = os.path.relpath(REAL_RUNS / "hf_trainer_state" / "whisper-large-v2-ja-38ep", ROOT) + "/"
     out = _run("ingest", rel, "--json")
     assert json.loads(out.stdout)["runs"][0]["path"] == rel
 
 
+@needs_corpus
 @pytest.mark.parametrize("args,code,needle", [
     (["ingest", "does/not/exist"], 1, "does/not/exist: no such file or folder"),
     (["ingest", str(RUN), "--format", "nope"], 2, "Invalid value for '--format'"),
@@ -121,6 +127,7 @@ def test_unreadable_file_names_the_file(tmp_path):
     assert "Traceback" in after.stderr
 
 
+@needs_corpus
 def test_several_runs_one_bad(tmp_path):
     out = _run("ingest", str(RUN), str(tmp_path / "missing"), "--json")
     assert out.returncode == 1
@@ -128,10 +135,11 @@ def test_several_runs_one_bad(tmp_path):
     assert len(doc["runs"]) == 1 and doc["errors"][0]["run"] == str(tmp_path / "missing")
 
 
+@needs_corpus
 def test_cli_reads_event_files_without_numba_probing_scipy_linalg(tmp_path):
     # numba's optional BLAS probe imports scipy.linalg (~0.4 s of a cold ingest); the CLI
     # skips it because logsage's kernel uses no BLAS (logsage/core/startup.py).
-    run = ROOT / "fixtures" / "real-runs" / "tfevents" / "lightning-seq2seq-translit-v15"
+    run = REAL_RUNS / "tfevents" / "lightning-seq2seq-translit-v15"
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"

@@ -9,8 +9,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from logsage.cli.main import cli
+from corpus import REAL_RUNS, needs_corpus
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 WHISPER = str(REAL / "hf_trainer_state" / "whisper-large-v2-ja-38ep")
 
 
@@ -18,6 +19,7 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+@needs_corpus
 def test_a_parameter_given_twice_or_by_alias_and_name_is_a_usage_error():
     r = invoke("replay", WHISPER, "--rule", "hf:patience=2,patience=3")
     assert r.exit_code == 2 and "given twice" in r.output
@@ -25,18 +27,21 @@ def test_a_parameter_given_twice_or_by_alias_and_name_is_a_usage_error():
     assert r.exit_code == 2 and "set the same parameter" in r.output
 
 
+@needs_corpus
 def test_rule_parameter_swept_by_grid_is_a_usage_error():
     r = invoke("replay", WHISPER, "--rule", "hf:patience=3", "--grid", "patience=1,2")
     assert r.exit_code == 2 and "drop one of them" in r.output
     assert invoke("replay", WHISPER, "--rule", "hf:threshold=0.001", "--grid", "patience=1,2").exit_code == 0
 
 
+@needs_corpus
 def test_plot_into_a_missing_folder_fails_before_any_output(tmp_path):
     r = invoke("replay", WHISPER, "--rule", "hf", "--json", "--plot", str(tmp_path / "nope" / "p.png"))
     assert r.exit_code == 1
     assert "does not exist" in r.output and '"decisions"' not in r.output
 
 
+@needs_corpus
 def test_replay_stitch_gives_one_run(tmp_path):
     state = json.loads((Path(WHISPER) / "trainer_state.json").read_text())
     log = [x for x in state["log_history"] if "train_runtime" not in x]
@@ -58,11 +63,13 @@ def test_replay_stitch_gives_one_run(tmp_path):
     assert d["stop_step"] is None and "trains to the end (5 evaluations)" in d["reason"]  # b's evaluations too
 
 
+@needs_corpus
 def test_forced_format_that_finds_nothing_says_so():
     r = invoke("ingest", str(REAL / "tfevents" / "gner-qe-roberta-base-ep20"), "--format", "swift")
     assert r.exit_code == 1 and "no swift log found" in r.output and "drop --format" in r.output
 
 
+@needs_corpus
 def test_folder_of_several_runs_warns(tmp_path):
     for name in ("whisper-large-v2-ja-38ep", "zephyr-dpo-3ep"):
         shutil.copytree(REAL / "hf_trainer_state" / name, tmp_path / name)
@@ -71,6 +78,7 @@ def test_folder_of_several_runs_warns(tmp_path):
     assert "2 different folders" in r.stderr and "pass each folder as its own PATH" in r.stderr
 
 
+@needs_corpus
 def test_adaptive_budget_is_only_the_stated_one(tmp_path):
     # Without max_steps in the log, adaptive cannot know the progress: it must say so
     # rather than take the last logged step (which a later evaluation would change).

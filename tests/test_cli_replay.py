@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from logsage.cli.main import cli
+from corpus import REAL_RUNS, needs_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 WHISPER = str(REAL / "hf_trainer_state" / "whisper-large-v2-ja-38ep")  # 5 evals, best at the first
 NAN_RUN = str(REAL / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan")  # 25 evals, best at the 3rd
 F1_RUN = str(REAL / "hf_trainer_state" / "gner-llama3.2-3b-sft-f1only-6evals")  # eval_average_f1 (max)
@@ -30,6 +31,7 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, ["replay", *args])
 
 
+@needs_corpus
 def test_json_one_decision_per_run_rule_and_parameter_set():
     r = invoke(WHISPER, NAN_RUN, "--rule", "hf", "--rule", "patience:min_delta=1e-4", "--grid", "patience=1,2,3",
                "--json")
@@ -51,6 +53,7 @@ def test_json_one_decision_per_run_rule_and_parameter_set():
     assert len(doc["summary"]) == 6 and any(row["pareto"] for row in doc["summary"])
 
 
+@needs_corpus
 def test_tfevents_and_trainer_state_of_the_same_run_agree():
     a = strict_json(invoke(NAN_RUN, "--rule", "hf:patience=3", "--json").stdout)["decisions"][0]
     b = strict_json(invoke(TB_RUN, "--rule", "hf:patience=3", "--json").stdout)["decisions"][0]
@@ -60,6 +63,7 @@ def test_tfevents_and_trainer_state_of_the_same_run_agree():
     assert a["best_step"] == 1500 and a["best_value"] == pytest.approx(1.749, abs=1e-3)
 
 
+@needs_corpus
 def test_metric_alias_and_mode_are_printed():
     r = invoke(F1_RUN, "--rule", "hf")
     assert r.exit_code == 0, r.output
@@ -70,6 +74,7 @@ def test_metric_alias_and_mode_are_printed():
     assert strict_json(r.stdout)["decisions"][0]["mode"] == "min"
 
 
+@needs_corpus
 def test_terminal_tables_with_summary_for_several_runs():
     r = invoke(WHISPER, NAN_RUN, "--rule", "hf", "--rule", "keras")
     assert r.exit_code == 0, r.output
@@ -78,6 +83,7 @@ def test_terminal_tables_with_summary_for_several_runs():
     assert "did not improve" in r.stdout  # the reasons are printed
 
 
+@needs_corpus
 def test_unknown_metric_is_one_line_exit_1_with_closest_match():
     r = invoke(WHISPER, "--rule", "hf", "--metric", "eval_wre")
     assert r.exit_code == 1
@@ -85,6 +91,7 @@ def test_unknown_metric_is_one_line_exit_1_with_closest_match():
     assert "eval_wre" in r.stderr and "available: eval_loss, eval_wer" in r.stderr and "'eval_wer'" in r.stderr
 
 
+@needs_corpus
 @pytest.mark.parametrize("args,needle", [
     (["--rule", "nope"], "unknown rule 'nope'"),
     (["--rule", "hf:patiense=2"], "unknown parameter 'patiense'"),
@@ -99,6 +106,7 @@ def test_usage_errors_exit_2(args, needle):
     assert needle in r.stderr and r.stderr.count("\n") == 1
 
 
+@needs_corpus
 def test_one_bad_run_does_not_abort_the_others(tmp_path):
     missing = str(tmp_path / "nope")
     r = invoke(WHISPER, missing, "--rule", "hf", "--json")
@@ -115,6 +123,7 @@ def test_exit_1_when_no_run_could_be_replayed(tmp_path):
     assert r.exit_code == 1 and "none of the 2 runs could be replayed" in r.stderr
 
 
+@needs_corpus
 def test_csv_one_row_per_decision():
     r = invoke(WHISPER, "--rule", "hf", "--rule", "lightning", "--csv")
     assert r.exit_code == 0, r.output
@@ -124,6 +133,7 @@ def test_csv_one_row_per_decision():
     assert rows[0]["stop_step"] == "2000" and rows[0]["decidable"] == "True"
 
 
+@needs_corpus
 def test_rule_all_gives_every_rule(tmp_path):
     from logsage.rules import list_rules
 
@@ -131,6 +141,7 @@ def test_rule_all_gives_every_rule(tmp_path):
     assert [d["rule"] for d in doc["decisions"]] == [r.name for r in list_rules()]
 
 
+@needs_corpus
 def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "curves.png"
     r = invoke(NAN_RUN, "--rule", "hf:patience=3", "--rule", "gl", "--plot", str(out))
@@ -161,6 +172,7 @@ def test_rules_lists_parameters_references_and_exactness():
     assert CliRunner().invoke(cli, ["rules", "nope"]).exit_code == 2
 
 
+@needs_corpus
 def test_subprocess_json_is_strict():
     out = subprocess.run([sys.executable, "-m", "logsage", "replay", TB_RUN, NAN_RUN, "--rule", "all",
                           "--grid", "patience=1,3", "--json"], capture_output=True, text=True, cwd=ROOT)
@@ -182,6 +194,7 @@ def _adapter(folder: Path, *, empty: bool = False) -> None:
               str(folder / "adapter_model.safetensors"))
 
 
+@needs_corpus
 def test_selection_respects_the_checkpoints_on_disk(tmp_path):
     # The whisper run's eval loss is best at step 1000 and rises after it (0.321, 0.358, 0.394, ...).
     run = tmp_path / "run"

@@ -14,8 +14,9 @@ from logsage.analysis.cost import CostModel, cost_report, costs, decision_cost, 
 from logsage.core.errors import UsageError
 from logsage.core.history import History, Series
 from logsage.replay.engine import replay
+from corpus import REAL_RUNS, needs_corpus
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 
 STEPS = np.arange(100, 1001, 100)
 # hf:patience=1 stops at the first evaluation that does not improve: index 2, step 300.
@@ -95,6 +96,7 @@ def test_bad_cost_figures_are_usage_errors(field, value):
         CostModel(**{field: value})
 
 
+@needs_corpus
 def test_real_event_file_wall_times():
     """On a real TensorBoard run, hours saved = the end of training (the last wall time of an eval or
     train series; the test pass logged afterwards would run anyway) - the wall time of the stopping eval."""
@@ -114,6 +116,7 @@ def test_real_event_file_wall_times():
     assert c.money_saved == pytest.approx(c.hours_saved * 8 * 1.5)
 
 
+@needs_corpus
 def test_tune_cli_reports_gpu_hours_and_money_consistently():
     from logsage.cli.main import cli
 
@@ -131,6 +134,7 @@ def test_tune_cli_reports_gpu_hours_and_money_consistently():
         assert row["gpu_hours_saved"] == pytest.approx(row["hours_saved"] * 2)
 
 
+@needs_corpus
 def test_tune_terminal_per_run_table_has_gpu_hours_and_money():
     """The leave-one-run-out table of `logsage tune` (terminal) shows each left-out run's GPU-hours
     and money saved, the same figures as the JSON's folds."""

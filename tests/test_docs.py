@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from logsage.cli.main import _COMMANDS, cli
 from logsage.rules import list_rules
+from corpus import REAL_RUNS, needs_corpus
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -36,12 +37,13 @@ def test_readme_names_the_test_command_that_ci_runs():
     assert ci.rstrip().endswith("python -m pytest -q")
 
 
+@needs_corpus
 def test_example_script_runs_on_the_bundled_runs():
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    runs = sorted(str(p) for p in (root / "fixtures" / "real-runs" / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
+    runs = sorted(str(p) for p in (REAL_RUNS / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
     out = subprocess.run([sys.executable, "examples/compare_rules.py", *runs], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -50,3 +52,35 @@ def test_example_script_runs_on_the_bundled_runs():
     assert len(summary) == 5  # one row per rule in the example
     none_row = next(line for line in summary if line[2:].startswith("none "))
     assert "median regret 0.0%" in none_row and "mean saved 0%" in none_row  # the baseline by definition
+
+
+def test_readme_first_command_replays_the_bundled_runs():
+    """The "Two commands" section's first command runs as written (no GPU, no download, no ../shared)."""
+    import shlex
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    section = README[README.index("## Two commands"):README.index("## A tour")]
+    first = re.search(r"```bash\n(.+?)\n```", section, re.S).group(1).strip()
+    install, _, command = first.partition(" && ")
+    assert install == "pip install -e ." and command.startswith("logsage replay examples/runs/* ")
+    args = shlex.split(command)[2:]
+    runs = sorted(str(p.relative_to(root)) for p in root.glob(args[0]))  # the shell's glob
+    assert len(runs) >= 6
+    out = subprocess.run([sys.executable, "-m", "logsage", "replay", *runs, *args[1:]], capture_output=True, text=True,
+                         cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("metric: ") == len(runs)  # one table per bundled run
+    assert "summary over runs" in out.stdout and "../shared" not in out.stdout
+
+
+def test_example_script_runs_on_the_bundled_example_runs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    runs = sorted(str(p) for p in (root / "examples" / "runs").iterdir())
+    out = subprocess.run([sys.executable, "examples/compare_rules.py", *runs], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert sum(" none " in line and "stop  never" in line for line in out.stdout.splitlines()) == len(runs)

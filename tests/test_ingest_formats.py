@@ -1,4 +1,4 @@
-"""The text-log readers on the real runs under fixtures/real-runs/ (ms-swift, LLaMA-Factory,
+"""The text-log readers on the real runs of the shared corpus ../shared/real-runs/ (ms-swift, LLaMA-Factory,
 Lightning CSV, TensorBoard long CSV, wide CSV, axolotl model card).
 
 Expected figures come from each run's SOURCE.txt / INDEX.md (written from the source
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 import logsage
+from corpus import REAL_RUNS, needs_corpus
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 
 # format folder -> reader name, and the log file of each run (for single-file and forced-format reads)
 FORMAT_OF = {
@@ -49,6 +50,7 @@ def _source(run_dir: Path) -> dict:
 RUNS = sorted((d.parent.name, d) for fmt in FORMAT_OF for d in (REAL / fmt).glob("*/") if (d / "SOURCE.txt").exists())
 
 
+@needs_corpus
 def test_all_real_runs_of_these_formats_are_copied():
     # INDEX.md: 2 swift, 1 LLaMA-Factory, 6 Lightning, 2 TB long CSV, 3 wide CSV, 6 model cards.
     counts = {fmt: sum(1 for f, _ in RUNS if f == fmt) for fmt in FORMAT_OF}
@@ -56,6 +58,7 @@ def test_all_real_runs_of_these_formats_are_copied():
                       "tb_scalars_long_csv": 2, "wide_metrics_csv": 3, "axolotl_model_card": 6}
 
 
+@needs_corpus
 @pytest.mark.parametrize("fmt,run_dir", RUNS, ids=[f"{FORMAT_OF[f]}:{d.name}" for f, d in RUNS])
 def test_real_run_folder_matches_its_source(fmt, run_dir):
     src = _source(run_dir)
@@ -74,6 +77,7 @@ def test_real_run_folder_matches_its_source(fmt, run_dir):
     assert np.all(np.diff(s.steps) > 0)
 
 
+@needs_corpus
 @pytest.mark.parametrize("fmt,run_dir", RUNS, ids=[f"{FORMAT_OF[f]}:{d.name}" for f, d in RUNS])
 def test_real_run_description_is_strict_json(fmt, run_dir):
     # What `logsage ingest --json` prints: meta from YAML/JSON side files must serialize strictly.
@@ -81,6 +85,7 @@ def test_real_run_description_is_strict_json(fmt, run_dir):
     assert json.loads(json.dumps(doc, allow_nan=False))["format"] == FORMAT_OF[fmt]
 
 
+@needs_corpus
 @pytest.mark.parametrize("fmt,run_dir", RUNS, ids=[f"{FORMAT_OF[f]}:{d.name}" for f, d in RUNS])
 def test_real_log_file_auto_and_forced_format_agree(fmt, run_dir):
     name = FORMAT_OF[fmt]
@@ -94,6 +99,7 @@ def test_real_log_file_auto_and_forced_format_agree(fmt, run_dir):
 
 
 # ----------------------------------------------------------------------------- ms-swift
+@needs_corpus
 def test_swift3_steps_budget_wall_times_and_final_line():
     run = REAL / "msswift_logging_jsonl" / "deepseek-r1-qwen3-8b-lora-climate"
     h = logsage.load_history(run)
@@ -113,6 +119,7 @@ def test_swift3_steps_budget_wall_times_and_final_line():
     assert h.series["eval_loss"].precision == "rounded"
 
 
+@needs_corpus
 def test_swift3_agrees_with_the_trainer_state_of_the_same_run():
     # hf_trainer_state/deepseek-r1-qwen3-8b-lora-climate-msswift is checkpoint-400's trainer_state.json
     # of the same run (4 evals); ms-swift rounds to 8 decimals.
@@ -128,6 +135,7 @@ def test_swift3_agrees_with_the_trainer_state_of_the_same_run():
                                atol=5.1e-9, rtol=0)
 
 
+@needs_corpus
 def test_swift2_double_written_records_are_deduplicated_and_accounted_for():
     run = REAL / "msswift_logging_jsonl" / "internvl2-2b-full-8ep"
     h = logsage.load_history(run)
@@ -148,6 +156,7 @@ def test_swift2_double_written_records_are_deduplicated_and_accounted_for():
 
 
 # ----------------------------------------------------------------------------- LLaMA-Factory
+@needs_corpus
 def test_llamafactory_budget_lr_alias_and_elapsed_time():
     run = REAL / "llamafactory_trainer_log" / "qwen2.5-7b-medical-lora"
     h = logsage.load_history(run)
@@ -162,6 +171,7 @@ def test_llamafactory_budget_lr_alias_and_elapsed_time():
 
 
 # ----------------------------------------------------------------------------- Lightning CSV
+@needs_corpus
 def test_lightning_sparse_rows_epoch_and_hparams():
     run = REAL / "lightning_csv" / "slm-sweep-v5"
     h = logsage.load_history(run)
@@ -180,6 +190,7 @@ DATASETS = ["average", "mit-movie", "mit-restaurant", "crossner_ai", "crossner_l
             "crossner_politics", "crossner_science"]
 
 
+@needs_corpus
 @pytest.mark.parametrize("run", PAIRS)
 def test_tb_long_csv_and_wide_csv_of_one_run_give_the_same_curves(run):
     tb = logsage.load_history(REAL / "tb_scalars_long_csv" / run)
@@ -202,6 +213,7 @@ def test_tb_long_csv_and_wide_csv_of_one_run_give_the_same_curves(run):
     np.testing.assert_array_equal(s.wall_times, [wall[t] for t in s.steps.tolist()])
 
 
+@needs_corpus
 @pytest.mark.parametrize("run", PAIRS + ["gner-zse-phi3-4b"])
 def test_wide_final_reevaluation_row_is_summary_not_a_curve_point(run):
     path = next((REAL / "wide_metrics_csv" / run).glob("*.csv"))
@@ -219,6 +231,7 @@ def test_wide_final_reevaluation_row_is_summary_not_a_curve_point(run):
     assert [c.count for c in dup] == [1]
 
 
+@needs_corpus
 def test_tb_long_csv_summary_scalars_are_not_curves():
     h = logsage.load_history(REAL / "tb_scalars_long_csv" / "gner-zse-llama3.2-1b")
     assert "train/train_runtime" not in h.series
@@ -229,6 +242,7 @@ def test_tb_long_csv_summary_scalars_are_not_curves():
 
 
 # ----------------------------------------------------------------------------- model cards
+@needs_corpus
 def test_model_card_table_config_and_rounding():
     run = REAL / "axolotl_model_card" / "finlora-ner-llama3.1-8b-fp16-r8"
     h = logsage.load_history(run)
@@ -244,6 +258,7 @@ def test_model_card_table_config_and_rounding():
     assert h.summary["eval_loss"] == pytest.approx(h.series["Validation Loss"].values[-1])
 
 
+@needs_corpus
 def test_model_card_without_train_loss_has_no_train_series():
     h = logsage.load_history(REAL / "axolotl_model_card" / "finlora-financebench-llama3.1-8b-8bits-r8-dora")
     assert h.train_loss() is None  # every "Training Loss" cell is "No log"

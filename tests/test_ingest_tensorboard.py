@@ -24,8 +24,9 @@ import logsage
 from logsage.core.errors import IngestError
 from logsage.ingest.readers import tensorboard as tb
 from logsage.ingest.readers.base import ReadContext
+from corpus import REAL_RUNS as CORPUS, needs_corpus, run_dirs
 
-REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real-runs" / "tfevents"
+REAL = CORPUS / "tfevents"
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -482,22 +483,25 @@ def test_many_tags_and_many_values_per_event_grow_the_tables(tmp_path):
     assert series["t299"].values.tolist() == [299 + s / 8 for s in range(6)]
 
 
-# The real runs are committed with the repository (fixtures/real-runs/INDEX.md lists 8 TensorBoard
-# runs): a missing folder is a failure, never a silent skip.
-REAL_RUNS = sorted(p.name for p in REAL.iterdir() if p.is_dir())
+# The shared corpus (../shared/real-runs/INDEX.md lists 8 TensorBoard runs): with the corpus there,
+# a missing run folder is a failure, never a silent skip.
+REAL_RUNS = [p.name for p in run_dirs(CORPUS, "tfevents")]
 
 
+@needs_corpus
 def test_all_real_tensorboard_runs_are_present():
     assert len(REAL_RUNS) == 8, REAL_RUNS
     assert all(_event_files(REAL / run) for run in REAL_RUNS)
 
 
+@needs_corpus
 @pytest.mark.parametrize("run", REAL_RUNS)
 def test_real_run_files_match_event_accumulator(run):
     for f in _event_files(REAL / run):
         _assert_file_matches_accumulator(f, _accumulator_of_real_file(f))
 
 
+@needs_corpus
 @pytest.mark.parametrize("run, metric, count, last", [
     ("gner-qe-roberta-base-ep20", "eval/loss", 199, 1.7975770235061646),
     ("gner-qe-deberta-v3-large-lr2e-5", "eval/loss", 14, 1.9363720417022705),
@@ -519,6 +523,7 @@ def test_real_runs_through_the_folder_loader(run, metric, count, last):
     assert h.meta["wall_time_last"] >= max(e.wall_time for e in acc.Scalars(metric))
 
 
+@needs_corpus
 def test_nan_metrics_in_a_real_run_are_kept_and_reported():
     run = REAL / "gner-qe-roberta-large-lr5e-5-nan"
     h = logsage.load_history(run, use_cache=False)

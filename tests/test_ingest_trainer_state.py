@@ -11,14 +11,16 @@ import pytest
 
 import logsage
 from logsage.core.errors import IngestError, MetricNotFound, UsageError
+from corpus import REAL_RUNS, needs_corpus
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs" / "hf_trainer_state"
+REAL = REAL_RUNS / "hf_trainer_state"
 
 
 def _state(name: str) -> dict:
     return json.loads((REAL / name / "trainer_state.json").read_text())
 
 
+@needs_corpus
 def test_bare_nan_tokens_are_read_as_nan_values():
     h = logsage.load_history(REAL / "gner-qe-roberta-large-lr5e-5-nan")
     pearson = h.series["eval_pearson"]
@@ -27,12 +29,14 @@ def test_bare_nan_tokens_are_read_as_nan_values():
     assert any(c.kind == "non_finite" and c.metric == "eval_pearson" for c in h.cleanups)
 
 
+@needs_corpus
 def test_misnamed_trainer_state_is_detected_by_content():
     h = logsage.load_history(REAL / "quality-lrqa-multichoice-62evals-misnamed" / "__init__.py")
     assert h.format == "trainer-state"
     assert len(h.metric("eval_loss")) == 62
 
 
+@needs_corpus
 def test_file_and_folder_give_the_same_history():
     a = logsage.load_history(REAL / "whisper-large-v2-ja-38ep")
     b = logsage.load_history(REAL / "whisper-large-v2-ja-38ep" / "trainer_state.json")
@@ -40,6 +44,7 @@ def test_file_and_folder_give_the_same_history():
     assert a.path.endswith("whisper-large-v2-ja-38ep")
 
 
+@needs_corpus
 def test_final_summary_record_is_a_summary_not_a_point():
     h = logsage.load_history(REAL / "whisper-large-v2-ja-38ep")
     assert h.meta["train_runtime"] == pytest.approx(77350.9963)
@@ -49,6 +54,7 @@ def test_final_summary_record_is_a_summary_not_a_point():
     assert len(h.metric("eval_loss")) == 5
 
 
+@needs_corpus
 def test_crlf_bom_windows_path_and_predict_records(tmp_path):
     state = _state("whisper-large-v2-ja-38ep")
     state["best_model_checkpoint"] = ".\\results\\checkpoint-3000"
@@ -63,6 +69,7 @@ def test_crlf_bom_windows_path_and_predict_records(tmp_path):
     assert any(c.kind == "dropped_record" and c.count == 1 for c in h.cleanups)
 
 
+@needs_corpus
 def test_checkpoint_folders_numeric_order_longest_history_wins(tmp_path):
     state = _state("gner-qe-deberta-v3-large-lr2e-5")
     evals = [r for r in state["log_history"] if "eval_loss" in r]
@@ -81,6 +88,7 @@ def test_checkpoint_folders_numeric_order_longest_history_wins(tmp_path):
     assert all(c.kind == "other" and not c.whole for c in h.checkpoints)
 
 
+@needs_corpus
 def test_duplicate_steps_later_write_wins_and_is_recorded(tmp_path):
     state = _state("whisper-large-v2-ja-38ep")
     first_eval = next(r for r in state["log_history"] if "eval_loss" in r)
@@ -94,6 +102,7 @@ def test_duplicate_steps_later_write_wins_and_is_recorded(tmp_path):
     assert any(c.kind == "duplicates" and c.metric == "eval_loss" and c.count == 1 for c in h.cleanups)
 
 
+@needs_corpus
 def test_final_evaluate_after_the_summary_is_a_summary_not_a_point(tmp_path):
     state = _state("whisper-large-v2-ja-38ep")
     last_eval = [r for r in state["log_history"] if "eval_loss" in r][-1]
@@ -105,6 +114,7 @@ def test_final_evaluate_after_the_summary_is_a_summary_not_a_point(tmp_path):
     assert h.summary["eval_loss"] == 0.25
 
 
+@needs_corpus
 def test_metric_aliases_and_missing_metric_message():
     h = logsage.load_history(REAL / "whisper-large-v2-ja-38ep")
     assert h.resolve("eval/loss") == "eval_loss"
@@ -116,6 +126,7 @@ def test_metric_aliases_and_missing_metric_message():
     assert "eval_wer" in msg and "did you mean 'eval_wer'" in msg and "\n" not in msg
 
 
+@needs_corpus
 def test_broken_json_is_one_line_error_naming_the_file(tmp_path):
     text = (REAL / "whisper-large-v2-ja-38ep" / "trainer_state.json").read_text()
     p = tmp_path / "trainer_state.json"
@@ -141,6 +152,7 @@ def test_empty_folder_missing_path_and_unknown_format(tmp_path):
         logsage.load_history(tmp_path, format="bogus")
 
 
+@needs_corpus
 def test_stray_non_log_file_is_listed_as_skipped(tmp_path):
     shutil.copy(REAL / "whisper-large-v2-ja-38ep" / "trainer_state.json", tmp_path)
     (tmp_path / "notes.txt").write_text("lr 1e-4 looked good\n")
@@ -149,6 +161,7 @@ def test_stray_non_log_file_is_listed_as_skipped(tmp_path):
     assert any(c.kind == "skipped_file" and "notes.txt" in c.message for c in h.cleanups)
 
 
+@needs_corpus
 def test_summary_dict_is_strict_json(tmp_path):
     h = logsage.load_history(REAL / "gner-qe-roberta-large-lr5e-5-nan")
     doc = h.summary_dict()
@@ -171,6 +184,7 @@ def test_summary_dict_is_strict_json(tmp_path):
     assert doc["summary"]["eval_loss"] == last_eval["eval_loss"]
 
 
+@needs_corpus
 def test_stitch_two_segments(tmp_path):
     state = _state("gner-qe-deberta-v3-large-lr2e-5")
     log = [r for r in state["log_history"] if "train_runtime" not in r]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ import pytest
 from logsage.core.errors import RuleConfigError, UsageError
 from logsage.core.history import Checkpoint, History, Series
 from logsage.replay.engine import Decision, decide_values, expand_rules, not_before, replay, replay_paths
+from corpus import REAL_RUNS, needs_corpus, run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT / "fixtures" / "real-runs"
-HF_RUNS = sorted(p for p in (REAL / "hf_trainer_state").iterdir() if p.is_dir())
+REAL = REAL_RUNS
+HF_RUNS = run_dirs(REAL, "hf_trainer_state")
 
 
 def make_history(values, steps=None, *, name="eval_loss", train=None, checkpoints=None, meta=None,
@@ -295,6 +297,7 @@ def test_result_is_strict_json():
 
 
 # ---------------------------------------------------------------------- real runs
+@needs_corpus
 def test_sweep_and_scan_engines_agree_on_real_runs():
     from logsage.ingest import load_history
 
@@ -307,8 +310,9 @@ def test_sweep_and_scan_engines_agree_on_real_runs():
     assert a.summary == b.summary
 
 
+@needs_corpus
 def test_replay_paths_echoes_paths_and_keeps_going(tmp_path, monkeypatch):
-    rel = str(HF_RUNS[0].relative_to(ROOT))
+    rel = os.path.relpath(HF_RUNS[0], ROOT)
     monkeypatch.chdir(ROOT)
     res = replay_paths([rel, str(tmp_path / "missing")], ["hf:patience=2"])
     assert [d.run for d in res.decisions] == [rel, str(tmp_path / "missing")]

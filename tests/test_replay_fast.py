@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 from logsage.replay import scoring
 from logsage.core.history import Checkpoint, History, Series
 from logsage.replay.engine import Decision, replay
+from corpus import REAL_RUNS, needs_corpus, run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL = sorted(p for p in (ROOT / "fixtures" / "real-runs").glob("*/*") if p.is_dir())
+REAL = run_dirs(REAL_RUNS)
 FIELDS = [f.name for f in dataclasses.fields(Decision)]
 
 SWEPT = ["hf", "patience", "patience:definition=degradation", "patience:relative=true",
@@ -57,8 +58,9 @@ def real_runs():
     return [load_history(p) for p in REAL]
 
 
+@needs_corpus
 def test_real_runs_sweep_equals_scan_field_by_field(real_runs):
-    assert len(real_runs) >= 40  # every format of fixtures/real-runs
+    assert len(real_runs) >= 40  # every format of ../shared/real-runs
     ref = replay(real_runs, SWEPT, grid=GRID, engine="scan")
     fast = replay(real_runs, SWEPT, grid=GRID, engine="sweep")
     assert_same(fast, ref)
@@ -68,6 +70,7 @@ def test_real_runs_sweep_equals_scan_field_by_field(real_runs):
         assert any(getattr(d, name) is not None for d in fast.decisions), name
 
 
+@needs_corpus
 def test_real_runs_auto_engine_for_every_rule(real_runs):
     # Few parameter sets: every rule's own scan, scored through the many-decision scorer.
     runs = real_runs[::3]
@@ -77,6 +80,7 @@ def test_real_runs_auto_engine_for_every_rule(real_runs):
                 replay(runs, ["all", "hf"], grid={"patience": [1, 2, 3, 4, 6]}, engine="scan"))
 
 
+@needs_corpus
 def test_real_runs_in_max_mode_and_by_other_metrics(real_runs):
     runs = [h for h in real_runs if "eval_accuracy" in {s.canonical for s in h.series.values()}][:4]
     assert runs
@@ -162,6 +166,7 @@ def test_random_histories_every_rule_and_modes(seed):
                     replay(runs, SWEPT, grid={"patience": [1, 3]}, engine="scan", **kw))
 
 
+@needs_corpus
 def test_replay_paths_keeps_unreadable_runs_in_place(tmp_path):
     from logsage.replay.engine import replay_paths
 

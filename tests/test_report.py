@@ -21,8 +21,9 @@ from logsage.analysis.cost import CostModel, costs
 from logsage.core.history import Checkpoint, History, Series
 from logsage.report.figures import decimate as _decimate
 from logsage.report.html import build_report, referenced_urls, report_runs
+from corpus import REAL_RUNS, needs_corpus
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 RULES = ["hf:patience=2", "gl", "none"]
 
 
@@ -169,6 +170,7 @@ def test_tune_section_and_pngs(tmp_path):
     assert not list((tmp_path / "out").glob("*.tmp"))  # written atomically
 
 
+@needs_corpus
 def test_cli_report_on_real_runs(tmp_path):
     runs = [str(REAL / "tfevents" / "lightning-seq2seq-translit-v15"),
             str(REAL / "hf_trainer_state" / "whisper-large-v2-ja-38ep")]
@@ -194,6 +196,7 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
+@needs_corpus
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: apt-get install chromium)")
 def test_report_in_headless_chromium(tmp_path):
     runs = [str(REAL / "tfevents" / "lightning-seq2seq-translit-v15"),
@@ -279,6 +282,7 @@ def test_partly_judged_rules_say_over_how_many_runs():
     assert next(r for r in rows if r[0][1] == "pq")[headers.index("runs judged")][1] == "3/4"
 
 
+@needs_corpus
 def test_an_unusable_run_is_named_once(tmp_path):
     train_only = tmp_path / "train-only"
     train_only.mkdir()

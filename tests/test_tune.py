@@ -15,8 +15,9 @@ from logsage.core.errors import RuleConfigError, UsageError
 from logsage.core.history import History, Series
 from logsage.rules.base import get_rule
 from logsage.analysis.tune import COMMON_DEFAULTS, DEFAULT_GRIDS, DEFAULT_OBJECTIVE, Objective, parse_objective, tune
+from corpus import REAL_RUNS, needs_corpus, run_dirs
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 
 
 # ---------------------------------------------------------------------- synthetic runs with a known best rule
@@ -158,8 +159,7 @@ def test_default_grids_name_real_parameters_and_defaults_are_candidates():
 
 # ---------------------------------------------------------------------- real runs (pinned)
 def _real_eval_loss_runs() -> list[str]:
-    return sorted(str(p) for p in (REAL / "hf_trainer_state").iterdir() if p.is_dir()) + \
-        sorted(str(p) for p in (REAL / "tfevents").iterdir() if p.is_dir())
+    return [str(p) for p in run_dirs(REAL, "hf_trainer_state") + run_dirs(REAL, "tfevents")]
 
 
 PINNED_RULES = ["hf", "lightning", "keras", "gl", "up", "pq", "none"]
@@ -172,6 +172,7 @@ def real_histories():
     return [load_history(p) for p in _real_eval_loss_runs()]
 
 
+@needs_corpus
 def test_pinned_recommendation_on_real_runs(real_histories):
     """Pinned once on the bundled runs (hf_trainer_state + tfevents, eval_loss); the independent
     check below would catch a wrong search even if the pin were updated blindly."""
@@ -194,6 +195,7 @@ def test_pinned_recommendation_on_real_runs(real_histories):
     assert loo["available"] and len(loo["regret"]["per_run"]) == 25
 
 
+@needs_corpus
 def test_max_saved_recommendation_saves_most_among_feasible_defaults(real_histories):
     result = tune(real_histories, rules=PINNED_RULES, metric="eval_loss", objective="max-saved:max_regret=0.01")
     mine = result.comparison[0]
@@ -203,6 +205,7 @@ def test_max_saved_recommendation_saves_most_among_feasible_defaults(real_histor
             assert mine["median_fraction_saved"] >= row["median_fraction_saved"], row["label"]
 
 
+@needs_corpus
 def test_cli_tune_json_on_real_runs_is_strict_and_fast():
     t0 = time.monotonic()
     res = CliRunner().invoke(cli, ["tune", *_real_eval_loss_runs(), "--metric", "eval_loss", "--json"])
@@ -218,6 +221,7 @@ def test_cli_tune_json_on_real_runs_is_strict_and_fast():
     assert "left out" in res.stderr  # the F1-only runs are named on stderr, not dropped silently
 
 
+@needs_corpus
 def test_cli_tune_terminal_output_prints_objective_and_honest_estimate():
     runs = [str(REAL / "tfevents" / n) for n in ("lightning-seq2seq-translit-v15", "lightning-seq2seq-translit-v13",
                                                  "lightning-seq2seq-translit-v10")]
@@ -227,6 +231,7 @@ def test_cli_tune_terminal_output_prints_objective_and_honest_estimate():
     assert "leave-one-run-out" in res.stdout.lower()
 
 
+@needs_corpus
 def test_cli_usage_errors_exit_2():
     run = str(REAL / "tfevents" / "lightning-seq2seq-translit-v15")
     res = CliRunner().invoke(cli, ["tune", run, "--objective", "fastest"])
@@ -235,6 +240,7 @@ def test_cli_usage_errors_exit_2():
     assert res.exit_code == 2 and "--grid" in res.stderr
 
 
+@needs_corpus
 def test_cli_with_no_usable_run_exits_1_and_says_why(tmp_path):
     run = str(REAL / "wide_metrics_csv" / "gner-zse-phi3-4b")  # F1 only: no eval loss
     res = CliRunner().invoke(cli, ["tune", run, "--metric", "eval_loss", "--json"])
@@ -269,6 +275,7 @@ def test_every_rule_has_a_default_grid_or_a_documented_exclusion():
         assert any(n.startswith(f"rule {rule} not searched: it needs") for n in result.notes), result.notes
 
 
+@needs_corpus
 def test_rules_that_need_the_users_value_are_searched_when_it_is_given():
     result = tune(SYNTHETIC, rules=["all"], grid={"target": ["0.85", "1.1"]})
     assert [c["spec"] for c in result.candidates if c["rule"] == "threshold"] == \
@@ -335,6 +342,7 @@ def test_terminal_comparison_says_how_many_runs_a_row_is_over(capsys):
     assert next(ln for ln in out.splitlines() if ln.startswith("recommended ")).split("│")[2].strip() == "5/5"
 
 
+@needs_corpus
 def test_left_out_run_is_named_once(tmp_path):
     run = str(REAL / "wide_metrics_csv" / "gner-zse-phi3-4b")  # F1 only: no eval loss
     ok = [str(REAL / "tfevents" / n) for n in ("lightning-seq2seq-translit-v15", "lightning-seq2seq-translit-v13")]

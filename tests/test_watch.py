@@ -18,8 +18,9 @@ from logsage.core.errors import RuleConfigError
 from logsage.ingest import load_history
 from logsage.replay.engine import replay
 from logsage.live.watch import Watcher, watch
+from corpus import REAL_RUNS, needs_corpus
 
-REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-runs"
+REAL = REAL_RUNS
 LLAMAFACTORY = REAL / "llamafactory_trainer_log" / "qwen2.5-7b-medical-lora" / "trainer_log.jsonl"
 SWIFT = REAL / "msswift_logging_jsonl" / "internvl2-2b-full-8ep" / "logging.jsonl"
 LIGHTNING = REAL / "lightning_csv" / "slm-sweep-v26" / "metrics.csv"
@@ -63,6 +64,7 @@ def _follow_lines(src: Path, dst: Path, rule: str, *, chunk: int = 1, header: bo
     return advice
 
 
+@needs_corpus
 def test_llamafactory_log_line_by_line(tmp_path):
     dst = tmp_path / "run" / "trainer_log.jsonl"
     dst.parent.mkdir()
@@ -75,6 +77,7 @@ def test_llamafactory_log_line_by_line(tmp_path):
     assert advice[9].message.startswith("continue: 1 of 2 evaluations without improvement")
 
 
+@needs_corpus
 def test_swift_log_with_duplicated_records(tmp_path):
     dst = tmp_path / "run" / "logging.jsonl"
     dst.parent.mkdir()
@@ -84,6 +87,7 @@ def test_swift_log_with_duplicated_records(tmp_path):
     _check(advice, stop, 3)
 
 
+@needs_corpus
 def test_lightning_csv_appended_rows(tmp_path):
     dst = tmp_path / "version_0" / "metrics.csv"
     dst.parent.mkdir()
@@ -180,6 +184,7 @@ def _tiny_adapter(path: Path) -> None:
                "base_model.model.layer.lora_B.weight": np.ones((4, 2), dtype=np.float32)}, str(path))
 
 
+@needs_corpus
 def test_partial_lines_wait_and_a_missing_log_is_awaited(tmp_path):
     run = tmp_path / "not-yet"
     w = Watcher(run, "hf:patience=1")
@@ -203,6 +208,7 @@ def test_bad_rule_fails_before_waiting(tmp_path):
         next(watch(tmp_path, "hf:patiense=3", timeout=0.1, interval=0.01))
 
 
+@needs_corpus
 def test_watch_generator_limits(tmp_path):
     dst = tmp_path / "trainer_log.jsonl"
     dst.write_bytes(LLAMAFACTORY.read_bytes())
@@ -211,6 +217,7 @@ def test_watch_generator_limits(tmp_path):
     assert len(got) == 1 and got[0].action == "stopped" and got[0].stop_step == 5500
 
 
+@needs_corpus
 def test_cli_follows_a_log_written_by_another_thread(tmp_path):
     """End to end: `logsage watch` in a subprocess while this test appends the real log in chunks."""
     run = tmp_path / "live"
@@ -337,6 +344,7 @@ def test_inventory_follows_checkpoints_that_change_or_go(tmp_path):
     assert inv.refresh() == inventory(run)  # the same as the offline inventory
 
 
+@needs_corpus
 def test_jsonl_bytes_parsed_add_up_to_the_file(tmp_path, monkeypatch):
     """Each appended byte goes through the reader once: what is parsed over the whole run is the file."""
     from logsage.ingest.readers import llamafactory

@@ -45,6 +45,8 @@ _READER_MODULES = [
     "dvclive",
     "tb_csv",
     "wandb_csv",
+    "wandb_run",
+    "trackio",
     "mlflow",
     "model_card",
     "torchtune_log",
@@ -59,7 +61,10 @@ _SUMMARY_FILES = {"all_results.json", "eval_results.json", "train_results.json",
 _KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.json", "config.json",
                    "training_args.bin", "logsage_run.json", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt",
-                   ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml"}
+                   ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml",
+                   # a W&B run folder's companions (wandb-summary.json is read by the wandb-run reader)
+                   "wandb-summary.json", "wandb-metadata.json", "requirements.txt", "config.yaml", "diff.patch",
+                   "debug.log", "debug-internal.log", "debug-core.log"}
 
 # Weights, images and code: part of a run folder, never logs.
 _NOT_LOG_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".png", ".jpg", ".jpeg",
@@ -219,6 +224,7 @@ def load_history(
                         Cleanup("skipped_file", f"{rel}: not a log format logsage reads; skipped", file=str(f)))
                 continue
             groups.setdefault(r.FORMAT, []).append(f)
+        _drop_wandb_console(p, groups, history)
 
     _warn_if_several_runs(p, groups, history)
     results: list[ReadResult] = []
@@ -247,6 +253,23 @@ def load_history(
             )
         history.warnings.append(f"{given}: the log holds no metric values")
     return history
+
+
+def _drop_wandb_console(root: Path, groups: dict[str, list[Path]], history: History) -> None:
+    """A W&B run folder's `files/output.log` repeats, with record ordinals for steps, what its
+    `run-*.wandb` history holds with the real steps: read the history only (and say so)."""
+    console, wandb_files = groups.get("hf-console"), groups.get("wandb-run")
+    if not console or not wandb_files:
+        return
+    runs = {f.parent for f in wandb_files}
+    echo = [f for f in console if f.name == "output.log" and f.parent.name == "files" and f.parent.parent in runs]
+    for f in echo:
+        console.remove(f)
+        history.cleanups.append(Cleanup("source_choice", f"{f.relative_to(root)}: the W&B run's console output; "
+                                        "its points are read from the run's .wandb history, which has the real "
+                                        "steps", file=str(f)))
+    if not console:
+        del groups["hf-console"]
 
 
 _VERSION_DIR = re.compile(r"^version_\d+$")  # Lightning's resumed versions of one run
