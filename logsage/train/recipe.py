@@ -23,6 +23,7 @@ runs this function; only rank 0 writes the manifest, logs and per-example files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -69,6 +70,13 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------- small helpers
+def require_training_stack() -> None:
+    """One line naming the `train` extra when torch, transformers, peft or accelerate is not installed."""
+    from logsage.core.extras import require
+
+    require("logsage train", "torch", "transformers", "peft", "accelerate")
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
@@ -329,10 +337,27 @@ def _load_model(cfg: TrainConfig, model_path: str, local: bool):
                       lora_dropout=cfg.lora_dropout, target_modules=target, use_rslora=cfg.use_rslora,
                       use_dora=cfg.use_dora, bias="none")
     try:
-        model = get_peft_model(model, lora)
+        with _no_checkpointing_deprecation():
+            model = get_peft_model(model, lora)
     except ValueError as e:
         raise UsageError(f"--target-modules {cfg.target_modules}: {_first_line(e)}") from None
     return model, commit
+
+
+@contextlib.contextmanager
+def _no_checkpointing_deprecation():
+    """Silence only transformers 5's "`is_gradient_checkpointing` is deprecated" FutureWarning.
+
+    peft reads the old property name inside `get_peft_model` (our own code passes the new
+    `activation_checkpointing` arguments); the warning is about peft's call, not the
+    user's settings, so it is filtered for that one call, by its exact message.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def _offline() -> bool:
@@ -365,6 +390,7 @@ def run_training(
         DataError: malformed data (file:line), before any model is loaded.
         LogsageError / CheckpointError: the model or checkpoint cannot be loaded.
     """
+    require_training_stack()
     if cfg is None:
         cfg, origin = resolve_config(overrides)
     elif overrides:
