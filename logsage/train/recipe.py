@@ -13,7 +13,7 @@ option fails in a second, before any model is loaded):
    (including transformers 5's extra evaluation at `max_steps`);
 6. at every evaluation captures the per-example eval losses and writes them into
    that evaluation's checkpoint (`per_example.py`); live rules may stop the run
-   (`callback.py`);
+   (`logsage.integrations.hf.LogsageCallback`);
 7. writes `trainer_state.json` at the run root and the manifest `logsage_run.json`.
 
 TensorBoard events go to `RUN_DIR/runs/` (one folder for every segment of a resumed
@@ -402,9 +402,9 @@ def run_training(
     resume = resolve_resume(cfg)
     live_rules = []
     if cfg.early_stop:
-        from logsage.train.callback import parse_live_rules
+        from logsage.live.decide import parse_live_rules
 
-        live_rules = parse_live_rules(cfg.early_stop)
+        live_rules = parse_live_rules(cfg.early_stop)  # a bad rule fails before the data and model
     train_examples, eval_examples, data_info = prepare_examples(cfg)
     model_path, local = resolve_model(cfg.model)
 
@@ -415,7 +415,8 @@ def run_training(
 
     import transformers
 
-    from logsage.train.callback import LiveRuleCallback, SaveEveryEvalCallback
+    from logsage.integrations.hf import LogsageCallback
+    from logsage.train.callback import SaveEveryEvalCallback
     from logsage.train.manifest import finish_manifest, start_manifest
     from logsage.train.per_example import PerExampleCapture, PerExampleWriter
 
@@ -450,8 +451,8 @@ def run_training(
                 }
             return found
 
-        live = LiveRuleCallback(live_rules, metric=cfg.early_stop_metric, per_example=per_example_so_far,
-                                echo=say)
+        live = LogsageCallback([r.spec for r in live_rules], metric=cfg.early_stop_metric,
+                               per_example=per_example_so_far, echo=say)
         callbacks.append(live)
 
     trainer = _trainer_class()(
