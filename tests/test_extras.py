@@ -92,3 +92,29 @@ def test_select_reevaluation_without_the_train_extra(tiny_run_dir):
                                      "--eval-data", os.path.join(EXAMPLES_DATA, "tiny_alpaca_eval.jsonl")])
     assert_one_line_naming(proc, "train")
     assert "logsage select" in proc.stderr
+
+
+def test_the_docs_never_install_the_unrelated_logsage_from_pypi():
+    import re
+
+    texts = {p: p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+    commands = [(p.name, m.group(1)) for p, t in texts.items() for m in re.finditer(r"pip install ([^`\n]+)", t)]
+    assert commands
+    for name, cmd in commands:
+        cmd = re.split(r"&&|;|\|", cmd)[0]  # the pip command only, not what runs after it
+        for arg in cmd.split():
+            bare = arg.strip("'\"")
+            assert not re.fullmatch(r"logsage(\[.*\])?(==.*)?", bare), f"{name}: `pip install {cmd}`"
+    assert any("logsage-replay[train]" in cmd for _, cmd in commands)
+
+
+def test_the_distribution_name_is_the_one_the_errors_name():
+    import tomllib
+
+    from logsage.core.extras import DISTRIBUTION
+
+    doc = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert doc["project"]["name"] == DISTRIBUTION == "logsage-replay"
+    from logsage.core.extras import EXTRA_OF_MODULE
+
+    assert set(EXTRA_OF_MODULE.values()) <= set(doc["project"]["optional-dependencies"])
