@@ -118,3 +118,12 @@ def test_the_distribution_name_is_the_one_the_errors_name():
     from logsage.core.extras import EXTRA_OF_MODULE
 
     assert set(EXTRA_OF_MODULE.values()) <= set(doc["project"]["optional-dependencies"])
+
+
+def test_the_hf_integration_without_transformers_names_the_extra():
+    code = _BLOCKED_CLI.split("from logsage.cli.main")[0] + (
+        "try:\n    import logsage.integrations.hf\nexcept ImportError as e:\n    print(type(e).__name__, e)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, "transformers"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.stdout.startswith("MissingExtraError") and "logsage-replay[train]" in proc.stdout, proc.stdout

@@ -38,6 +38,8 @@ from logsage.live.decide import closest_keys, first_stop, parse_live_rules, want
 try:
     from transformers import TrainerCallback
 except ModuleNotFoundError as e:  # pragma: no cover - exercised without the train extra
+    if (e.name or "").split(".")[0] not in ("transformers", "torch"):
+        raise
     raise missing_extra_error("logsage.integrations.hf", e.name or "transformers") from None
 
 log = logging.getLogger("logsage.integrations.hf")

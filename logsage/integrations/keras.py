@@ -28,7 +28,9 @@ from logsage.live.decide import closest_keys, first_stop, parse_live_rules
 
 try:
     import keras
-except ModuleNotFoundError:  # pragma: no cover - exercised without keras
+except ModuleNotFoundError as e:  # pragma: no cover - exercised without keras
+    if e.name != "keras":
+        raise  # keras is there but its backend is not (e.g. set KERAS_BACKEND=torch): keras's own message
     raise MissingExtraError("logsage.integrations.keras needs keras, which is not installed: pip install keras") from None
 
 
