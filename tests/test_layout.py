@@ -19,9 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "logsage"
 # Top to bottom. A name is a subpackage of logsage (or "(root)" for logsage/__init__.py and friends).
 LAYERS: list[set[str]] = [
     {"cli"},
-    {"integrations"},
     {"live", "report", "ship"},
     {"train"},
+    {"integrations"},
     {"analysis"},
     {"replay"},
     {"ingest", "rules"},

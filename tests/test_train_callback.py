@@ -1,4 +1,4 @@
-"""The live-rule callback on scripted Trainer states (no training): it asks replay's own function."""
+"""The public HF callback (logsage.integrations.hf.LogsageCallback) on scripted Trainer states (no training)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _log(values, *, every=10, train=True):
 
 
 def _state(log, max_steps=1000):
-    return SimpleNamespace(log_history=log, max_steps=max_steps, is_world_process_zero=True)
+    step = max((e["step"] for e in log), default=0)
+    return SimpleNamespace(log_history=log, max_steps=max_steps, is_world_process_zero=True, global_step=step)
 
 
 def _control():
@@ -30,13 +31,13 @@ def _control():
 
 def test_stops_exactly_at_the_offline_stop_and_saves_it():
     from logsage.replay.engine import decide_values
-    from logsage.train.callback import LiveRuleCallback, parse_live_rules
+    from logsage.integrations.hf import LogsageCallback
 
     values = [1.0, 0.9, 0.8, 0.85, 0.84, 0.83, 0.7]
     offline = decide_values(values, "hf", {"patience": 3}, steps=[10 * (i + 1) for i in range(len(values))])
     assert offline.stop_index == 5
     messages = []
-    cb = LiveRuleCallback(parse_live_rules(["hf:patience=3"]), echo=messages.append)
+    cb = LogsageCallback("hf:patience=3", echo=messages.append)
     for t in range(len(values)):
         control = _control()
         cb.on_evaluate(None, _state(_log(values[: t + 1])), control, metrics={"eval_loss": values[t]})
@@ -50,9 +51,9 @@ def test_stops_exactly_at_the_offline_stop_and_saves_it():
 
 
 def test_max_metrics_and_other_eval_sets():
-    from logsage.train.callback import LiveRuleCallback, parse_live_rules, series_from_log_history
+    from logsage.integrations.hf import LogsageCallback, series_from_log_history
 
-    cb = LiveRuleCallback(parse_live_rules(["patience:patience=1"]), metric="accuracy", echo=lambda m: None)
+    cb = LogsageCallback("patience:patience=1", metric="accuracy", echo=lambda m: None)
     assert cb.key == "eval_accuracy" and cb.mode == "max"
     log = [{"eval_accuracy": 0.5, "step": 1}, {"eval_accuracy": 0.6, "step": 2}, {"eval_accuracy": 0.55, "step": 3}]
     control = _control()
@@ -66,9 +67,9 @@ def test_max_metrics_and_other_eval_sets():
 
 
 def test_a_rule_that_had_already_fired_stops_at_once_and_says_so():
-    from logsage.train.callback import LiveRuleCallback, parse_live_rules
+    from logsage.integrations.hf import LogsageCallback
 
-    cb = LiveRuleCallback(parse_live_rules(["hf:patience=1"]), echo=lambda m: None)
+    cb = LogsageCallback("hf:patience=1", echo=lambda m: None)
     decision = cb.decide(_log([1.0, 1.1, 1.2, 1.3]), 1000)
     assert decision["step"] == 40 and decision["rule_stop_step"] == 20
     assert "already fired at step 20" in decision["reason"]
@@ -76,13 +77,13 @@ def test_a_rule_that_had_already_fired_stops_at_once_and_says_so():
 
 def test_budget_and_train_loss_reach_the_rules():
     from logsage.replay.engine import decide_values
-    from logsage.train.callback import LiveRuleCallback, parse_live_rules
+    from logsage.integrations.hf import LogsageCallback
 
     values = list(np.linspace(1.0, 0.5, 12)) + [0.55, 0.56, 0.57, 0.58, 0.59, 0.6, 0.61, 0.62]
     steps = [10 * (i + 1) for i in range(len(values))]
     log = _log(values)
     for spec in ("adaptive:patience=4", "pq:alpha=0.1,k=2"):
-        cb = LiveRuleCallback(parse_live_rules([spec]), echo=lambda m: None)
+        cb = LogsageCallback(spec, echo=lambda m: None)
         name, _, params = spec.partition(":")
         given = dict(p.split("=") for p in params.split(","))
         tl = [(e["step"], e["loss"]) for e in log if "loss" in e]
@@ -99,9 +100,75 @@ def test_budget_and_train_loss_reach_the_rules():
 
 
 def test_bad_rules_fail_before_training():
-    from logsage.train.callback import parse_live_rules
+    from logsage.replay.live import parse_live_rules
 
     with pytest.raises(RuleConfigError, match="unknown rule 'hff'"):
         parse_live_rules(["hff:patience=2"])
     with pytest.raises(RuleConfigError, match="patience must be int"):
         parse_live_rules(["hf:patience=two"])
+
+
+def test_strict_raises_after_a_round_without_the_metric_and_names_the_logged_keys():
+    from logsage.core.errors import MetricNotFound
+    from logsage.integrations.hf import LogsageCallback
+
+    cb = LogsageCallback("hf:patience=3", metric="eval_los", echo=lambda m: None)
+    log = [{"eval_loss": 1.0, "eval_runtime": 0.1, "step": 10}]
+    cb.on_evaluate(None, _state(log), _control(), metrics={"eval_loss": 1.0, "eval_runtime": 0.1, "epoch": 1.0})
+    with pytest.raises(MetricNotFound) as err:
+        cb.on_step_begin(None, _state(log), _control())
+    msg = str(err.value)
+    assert "'eval_los'" in msg and "eval_loss, eval_runtime" in msg and "did you mean 'eval_loss'" in msg
+    assert "\n" not in msg
+    # strict=False: ignored, as HF's own callback does
+    lax = LogsageCallback("hf:patience=3", metric="eval_los", strict=False, echo=lambda m: None)
+    lax.on_evaluate(None, _state(log), _control(), metrics={"eval_loss": 1.0})
+    lax.on_step_begin(None, _state(log), _control())
+
+
+def test_several_eval_sets_in_one_round_are_fine():
+    from logsage.integrations.hf import LogsageCallback
+
+    cb = LogsageCallback("hf:patience=3", metric="eval_b_loss", echo=lambda m: None)
+    log = [{"eval_a_loss": 1.0, "step": 10}, {"eval_b_loss": 2.0, "step": 10}]
+    cb.on_evaluate(None, _state(log), _control(), metrics={"eval_a_loss": 1.0})  # set a first: not an error
+    cb.on_evaluate(None, _state(log), _control(), metrics={"eval_b_loss": 2.0})
+    cb.on_save(None, _state(log), _control())  # the round ends: the metric was seen
+
+
+def _args(**kw):
+    base = dict(save_strategy="steps", eval_strategy="steps", metric_for_best_model=None, greater_is_better=None,
+                save_total_limit=None)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+@pytest.mark.parametrize("args, state, problem", [
+    (_args(), SimpleNamespace(eval_steps=50, save_steps=50), None),
+    (_args(), SimpleNamespace(eval_steps=100, save_steps=50), None),  # saves more often: every eval has one
+    (_args(), SimpleNamespace(eval_steps=50, save_steps=100), "some evaluations get no checkpoint"),
+    (_args(save_strategy="no"), SimpleNamespace(eval_steps=50, save_steps=50), "no checkpoint is saved"),
+    (_args(save_strategy="epoch"), SimpleNamespace(eval_steps=50, save_steps=50), "saves every epoch"),
+    (_args(save_total_limit=2), SimpleNamespace(eval_steps=5, save_steps=5), "save_total_limit=2"),
+    (_args(save_total_limit=2, metric_for_best_model="loss", greater_is_better=False),
+     SimpleNamespace(eval_steps=5, save_steps=5), None),  # HF protects the best by the same metric
+])
+def test_save_cadence_problem(args, state, problem):
+    from logsage.integrations.hf import save_cadence_problem
+
+    found = save_cadence_problem(args, state, "eval_loss", "min")
+    assert (found is None) if problem is None else (problem in found), found
+
+
+def test_the_cadence_warning_is_given_once():
+    import warnings
+
+    from logsage.integrations.hf import LogsageCallback
+
+    cb = LogsageCallback("hf", echo=lambda m: None)
+    state = SimpleNamespace(eval_steps=5, save_steps=10, is_world_process_zero=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb.on_train_begin(_args(), state, _control())
+        cb.on_train_begin(_args(), state, _control())
+    assert len([w for w in caught if "LogsageCallback" in str(w.message)]) == 1

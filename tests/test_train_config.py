@@ -163,3 +163,30 @@ def test_example_config_is_valid():
     cfg, origin = resolve_config({"output": "o"}, config_file=Path(__file__).parents[1] / "examples" / "train_tiny.yaml")
     assert cfg.model == "tiny-random-qwen2" and cfg.save_all and cfg.device == "cpu"
     assert origin["model"].startswith("config:")
+
+
+def test_paths_in_a_yaml_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project" / "configs"
+    (folder / "data").mkdir(parents=True)
+    for name in ("train.jsonl", "eval.jsonl"):
+        (folder / "data" / name).write_text(Path(TRAIN).read_text())
+    (folder / "ds.json").write_text("{}")
+    y = folder / "run.yaml"
+    y.write_text("data: [data/train.jsonl]\neval_data: data/eval.jsonl\noutput: ../runs/a\n"
+                 f"deepspeed: ds.json\nmodel: tiny-random-qwen2\nresume_from_checkpoint: latest\n")
+    monkeypatch.chdir(tmp_path)  # anywhere but the YAML's folder
+    cfg, origin = resolve_config({}, config_file=y)
+    assert cfg.data == [str(folder / "data" / "train.jsonl")]
+    assert cfg.eval_data == [str(folder / "data" / "eval.jsonl")]
+    assert Path(cfg.output).resolve() == (tmp_path / "project" / "runs" / "a").resolve()
+    assert cfg.deepspeed == str(folder / "ds.json")
+    assert cfg.model == "tiny-random-qwen2" and cfg.resume_from_checkpoint == "latest"  # not paths
+    # the command line stays relative to the working directory
+    cfg2, _ = resolve_config({"output": "here"}, config_file=y)
+    assert cfg2.output == "here"
+
+
+def test_the_example_config_works_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = resolve_config({"output": "o"}, config_file=Path(__file__).parents[1] / "examples" / "train_tiny.yaml")
+    assert all(Path(p).is_file() for p in [*cfg.data, *cfg.eval_data])

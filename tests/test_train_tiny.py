@@ -97,3 +97,16 @@ def test_tiny_alias_builds_into_the_cache(tmp_path, monkeypatch):
     assert local and path.startswith(str(tmp_path))
     assert resolve_model(TINY_MODEL_ALIAS) == (path, True)  # built once, reused
     assert resolve_model("Qwen/Qwen2.5-7B-Instruct") == ("Qwen/Qwen2.5-7B-Instruct", False)
+
+
+def test_loading_the_lora_model_does_not_warn_about_gradient_checkpointing(tiny_model_dir):
+    import warnings
+
+    from logsage.train.config import TrainConfig
+    from logsage.train.recipe import _load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, _ = _load_model(TrainConfig(model=str(tiny_model_dir)), str(tiny_model_dir), True)
+    assert hasattr(model, "peft_config")
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in caught]

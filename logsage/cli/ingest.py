@@ -88,8 +88,30 @@ def _render(h) -> None:
     con.print(t)
     if h.checkpoints:
         _render_checkpoints(con, h.checkpoints)
+    routine = [c for c in h.cleanups if is_routine_cleanup(c, h)]
     for c in h.cleanups:
-        con.print(f"  [dim]{c.kind}:[/dim] {c.message}")
+        if c not in routine:
+            con.print(f"  [dim]{c.kind}:[/dim] {c.message}")
+    if routine:
+        con.print(f"  [dim]{len(routine)} routine note(s): the same points also in a less precise source, or "
+                  "checkpoint copies of the run's trainer_state.json; --json lists each[/dim]")
+
+
+def is_routine_cleanup(c, h) -> bool:
+    """A note that loses nothing: every run written by HF Trainer (and `logsage train`) has them.
+
+    The run's trainer_state.json and its TensorBoard events hold the same points (the
+    float64 copy wins); each checkpoint's trainer_state.json is an earlier copy of the
+    root one; a repeated step in a source that lost to the more precise one affects no
+    kept point. They stay in the History (and in --json); the terminal counts them.
+    """
+    if c.kind == "source_choice":
+        return True
+    if c.kind == "skipped_file":
+        return "superseded by" in c.message
+    if c.kind == "duplicates":
+        return bool(c.metric) and c.metric not in h.series
+    return False
 
 
 # Beyond this many checkpoints the whole ones are summarised; the broken ones are always listed.

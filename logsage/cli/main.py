@@ -92,6 +92,19 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except ModuleNotFoundError as e:
+            # An optional dependency reached deep inside a command (e.g. transformers for a
+            # re-evaluation): one line naming the extra, not a traceback. Any other missing
+            # module is a bug and keeps its traceback.
+            from logsage.core.extras import EXTRA_OF_MODULE, missing_extra_error
+
+            top = (e.name or "").split(".")[0]
+            if top not in EXTRA_OF_MODULE or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            sub = ctx.invoked_subcommand
+            err = missing_extra_error(f"logsage {sub}" if sub else "logsage", top)
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(err.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

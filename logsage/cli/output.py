@@ -36,6 +36,12 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one strict JSON document on stdout.")(f)
 
 
+def markdown_option(f):
+    return click.option("--markdown", "as_markdown", is_flag=True,
+                        help="Print a compact Markdown summary on stdout (for $GITHUB_STEP_SUMMARY or a PR "
+                             "comment).")(f)
+
+
 def cache_options(f):
     f = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                      help="Where parsed event files are cached (default: the user cache folder).")(f)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, session_option, warn
+from logsage.cli.output import (cache_options, console, emit_json, format_option, json_option, markdown_option,
+                                session_option, warn)
 
 # Decision fields as CSV columns (params as a JSON object in one cell).
 _CSV_COLUMNS = ("run", "rule", "params", "metric", "mode", "stop_step", "stop_eval_index", "selected_step",
@@ -43,6 +44,7 @@ def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
               help="Direction of the metric. Default: from its name (loss, error, perplexity: min; else max).")
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per decision on stdout.")
+@markdown_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of the curves with each rule's stop and selection marked "
                    "(one file per run: NAME-1.png, NAME-2.png... when several runs are given).")
@@ -55,7 +57,7 @@ def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--engine", type=click.Choice(["auto", "scan", "sweep"]), default="auto", hidden=True,
               help="Force the reference scan or the vectorized sweep (the results are identical).")
 def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...], metric: str | None,
-            mode: str | None, as_json: bool, as_csv: bool, plot_path: str | None, stitch: bool,
+            mode: str | None, as_json: bool, as_csv: bool, as_markdown: bool, plot_path: str | None, stitch: bool,
             fmt: str | None, session, no_cache: bool, cache_dir: str | None, engine: str) -> None:
     """Replay each PATH (one run: a log file or a run folder) through stopping rules and score every decision.
 
@@ -70,12 +72,13 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         logsage replay runs/qwen-lora --rule hf:patience=3,threshold=1e-4 --rule patience
         logsage replay runs/* --rule hf --grid patience=1,2,3,5 --json
         logsage replay metrics.csv --metric val_acc --mode max --rule all --plot curves.png
+        logsage replay runs/* --rule hf:patience=3 --rule gl --markdown >> "$GITHUB_STEP_SUMMARY"
     """
     from logsage.core.errors import LogsageError, UsageError
     from logsage.replay.engine import replay_paths
 
-    if as_json and as_csv:
-        raise UsageError("--json and --csv are exclusive; pick one")
+    if sum((as_json, as_csv, as_markdown)) > 1:
+        raise UsageError("--json, --csv and --markdown are exclusive; pick one")
     if plot_path:
         from logsage.report.plot import check_plot_target
 
@@ -112,11 +115,15 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         emit_json(result.to_dict())
     elif as_csv:
         _emit_csv(result)
+    elif as_markdown:
+        from logsage.report.markdown import replay_markdown
+
+        click.echo(replay_markdown(result.to_dict()), nl=False)
     elif not all_failed:
         _render(result, several=len(paths) > 1, inferred=mode is None)
     if plot_path:
         _plot(result, plot_path)
-    if as_json or as_csv or all_failed:  # the terminal table already shows each run's problem
+    if as_json or as_csv or as_markdown or all_failed:  # the terminal table already shows each run's problem
         for e in result.errors if len(paths) > 1 else ():
             warn(e["error"])
     if all_failed:

@@ -49,6 +49,10 @@ def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: st
 
     if objective and not with_tune:
         raise click.UsageError("--objective applies to --tune; add --tune")
+    if png_dir:
+        from logsage.core.extras import require
+
+        require("report --png", "matplotlib")  # before the HTML work, not after it
     result = report_paths(list(paths), out, png_dir=png_dir, format=fmt, use_cache=not no_cache,
                           cache_dir=cache_dir, rules=list(rules) or None, metric=metric, mode=mode,
                           with_tune=with_tune, objective=objective, title=title, selections=list(selections),

@@ -82,8 +82,9 @@ def command(config_file: str | None, preset: str | None, as_json: bool, **option
             --output runs/qwen-lora --save-all
     """
     from logsage.train.config import resolve_config
-    from logsage.train.recipe import is_main_process, run_training
+    from logsage.train.recipe import is_main_process, require_training_stack, run_training
 
+    require_training_stack()  # before the configuration and data are checked
     cfg, origin = resolve_config(options, config_file=config_file, preset=preset)
 
     def echo(msg: str) -> None:

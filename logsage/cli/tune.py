@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, warn
+from logsage.cli.output import (cache_options, console, emit_json, format_option, json_option, markdown_option,
+                                warn)
 
 
 def cost_options(f):
@@ -66,10 +67,11 @@ def cost_model(gpus: float | None, gpu_hour_cost: float | None, run_hours: float
 @click.option("--top", type=int, default=10, show_default=True, help="Candidates listed in the terminal table.")
 @format_option
 @json_option
+@markdown_option
 @cache_options
 def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[str, ...], metric: str | None,
             mode: str | None, objective: str | None, gpus: float | None, gpu_hour_cost: float | None,
-            run_hours: float | None, top: int, fmt: str | None, as_json: bool, no_cache: bool,
+            run_hours: float | None, top: int, fmt: str | None, as_json: bool, as_markdown: bool, no_cache: bool,
             cache_dir: str | None) -> None:
     """Search stopping rules x parameter grids over past runs (each PATH is one run) and
     recommend one by an explicit objective, with leave-one-run-out estimates of its
@@ -80,14 +82,22 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
         logsage tune runs/* --metric eval_loss
         logsage tune runs/* --rule hf --grid patience=1,2,3,5 --objective max-saved:max_regret=0.01
         logsage tune runs/* --gpus 8 --gpu-hour-cost 2.5 --json
+        logsage tune runs/* --markdown >> "$GITHUB_STEP_SUMMARY"
     """
     from logsage.analysis.tune import run_message, tune_paths
+
+    if as_json and as_markdown:
+        raise click.UsageError("--json and --markdown are exclusive; pick one")
 
     result = tune_paths(list(paths), format=fmt, use_cache=not no_cache, cache_dir=cache_dir,
                         rules=list(rules) or None, grid=parse_grid(grid_items), metric=metric, mode=mode,
                         objective=objective, cost=cost_model(gpus, gpu_hour_cost, run_hours))
     if as_json:
         emit_json(result.to_dict())
+    elif as_markdown:
+        from logsage.report.markdown import tune_markdown
+
+        click.echo(tune_markdown(result.to_dict()), nl=False)
     else:
         render(result.to_dict(), top=top, inferred=mode is None)
     for e in result.excluded:

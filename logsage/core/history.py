@@ -261,6 +261,32 @@ class History:
             rows.extend(zip(s.steps.tolist(), [n] * len(s), s.values.tolist()))
         return rows
 
+    def to_pandas(self, form: str = "long") -> Any:
+        """The run's points as a pandas DataFrame (pandas is imported here, not by `import logsage`).
+
+        form="long": one row per point, columns step, metric (source name), canonical, kind, value.
+        form="wide": one row per step (the index), one column per metric; a step where a
+        metric has no point holds NaN (the long form tells a missing point from a logged NaN).
+        """
+        if form not in ("long", "wide"):
+            raise ValueError(f"form must be 'long' or 'wide', not {form!r}")
+        try:
+            import pandas as pd
+        except ModuleNotFoundError:
+            from logsage.core.extras import missing_extra_error
+
+            raise missing_extra_error("History.to_pandas", "pandas") from None
+        if form == "wide":
+            cols = {n: pd.Series(s.values, index=pd.Index(s.steps, name="step")) for n, s in self.series.items()}
+            frame = pd.DataFrame(cols) if cols else pd.DataFrame(index=pd.Index([], name="step"))
+            frame.index.name = "step"
+            return frame.sort_index()
+        parts = [pd.DataFrame({"step": s.steps, "metric": n, "canonical": s.canonical, "kind": s.kind,
+                               "value": s.values}) for n, s in self.series.items() if len(s)]
+        if not parts:
+            return pd.DataFrame(columns=["step", "metric", "canonical", "kind", "value"])
+        return pd.concat(parts, ignore_index=True)
+
     def summary_dict(self) -> dict[str, Any]:
         """A JSON-ready description (no NaN tokens): what `logsage ingest --json` prints per run."""
         metrics = {}

@@ -233,6 +233,16 @@ class ReplayResult:
             "errors": self.errors,
         })
 
+    def to_pandas(self, table: str = "decisions") -> Any:
+        """A pandas DataFrame of the decisions (one row per run x rule setting) or of the summary.
+
+        Each row has the Decision's (or summary row's) fields, `params` as a dict and `spec`,
+        the `--rule` string that reproduces it. pandas is imported here only.
+        """
+        from logsage.replay.frames import replay_frame
+
+        return replay_frame(self, table)
+
 
 # ====================================================================== rules x grid
 def expand_rules(rules: Iterable[RuleSpec], grid: Mapping[str, Sequence[Any]] | None = None

@@ -26,10 +26,9 @@ def check_plot_target(path: str | os.PathLike) -> None:
     folder = Path(path).parent
     if not folder.is_dir():
         raise LogsageError(f"{path}: folder {folder} does not exist; create it or choose another --plot path")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise LogsageError("plots need matplotlib: pip install 'logsage[report]'") from None
+    from logsage.core.extras import require
+
+    require("plots (replay --plot, report --png)", "matplotlib")
 
 
 def plot_run(history: Any, decisions: Sequence[Any], out_png: str | os.PathLike, *,

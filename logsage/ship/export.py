@@ -153,15 +153,14 @@ def library_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("logsage", "torch", "transformers", "peft", "safetensors", "accelerate"):
+    from logsage import __version__
+
+    out["logsage"] = __version__  # the import package's own version, whatever the distribution is called
+    for pkg in ("torch", "transformers", "peft", "safetensors", "accelerate"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = None
-    if out.get("logsage") is None:
-        from logsage import __version__
-
-        out["logsage"] = __version__
     return out
 
 

@@ -252,6 +252,31 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         if name not in valid:
             raise UsageError(f"{path}: unknown key {key!r}{_closest(name, valid)}")
         out[name] = value if name == "preset" else coerce_value(name, value, where=str(path))
+    return _relative_to(out, p.parent)
+
+
+# Settings that name files or folders: a relative one in a YAML file is relative to that file's folder
+# (so a config works from any working directory, like a Makefile's includes).
+_PATH_FIELDS = ("data", "eval_data", "output", "resume_from_checkpoint", "fsdp_config", "deepspeed")
+
+
+def _relative_to(values: dict[str, Any], folder: Path) -> dict[str, Any]:
+    def anchor(v: Any) -> Any:
+        if not isinstance(v, str) or not v or Path(v).expanduser().is_absolute() or v.startswith("~"):
+            return v
+        return str(folder / v)
+
+    out = dict(values)
+    for name in _PATH_FIELDS:
+        if name not in out or (name == "resume_from_checkpoint" and out[name] == "latest"):
+            continue
+        v = out[name]
+        out[name] = [anchor(x) for x in v] if isinstance(v, list) else anchor(v)
+    # --model is a hub id unless it names a folder: a relative folder next to the YAML is that folder.
+    model = out.get("model")
+    if isinstance(model, str) and not Path(model).is_absolute() and (
+            model.startswith(("./", "../")) or (folder / model).is_dir()):
+        out["model"] = str(folder / model)
     return out
 
 

@@ -13,7 +13,7 @@ option fails in a second, before any model is loaded):
    (including transformers 5's extra evaluation at `max_steps`);
 6. at every evaluation captures the per-example eval losses and writes them into
    that evaluation's checkpoint (`per_example.py`); live rules may stop the run
-   (`callback.py`);
+   (`logsage.integrations.hf.LogsageCallback`);
 7. writes `trainer_state.json` at the run root and the manifest `logsage_run.json`.
 
 TensorBoard events go to `RUN_DIR/runs/` (one folder for every segment of a resumed
@@ -23,6 +23,7 @@ runs this function; only rank 0 writes the manifest, logs and per-example files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -69,6 +70,13 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------- small helpers
+def require_training_stack() -> None:
+    """One line naming the `train` extra when torch, transformers, peft or accelerate is not installed."""
+    from logsage.core.extras import require
+
+    require("logsage train", "torch", "transformers", "peft", "accelerate")
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
@@ -329,10 +337,27 @@ def _load_model(cfg: TrainConfig, model_path: str, local: bool):
                       lora_dropout=cfg.lora_dropout, target_modules=target, use_rslora=cfg.use_rslora,
                       use_dora=cfg.use_dora, bias="none")
     try:
-        model = get_peft_model(model, lora)
+        with _no_checkpointing_deprecation():
+            model = get_peft_model(model, lora)
     except ValueError as e:
         raise UsageError(f"--target-modules {cfg.target_modules}: {_first_line(e)}") from None
     return model, commit
+
+
+@contextlib.contextmanager
+def _no_checkpointing_deprecation():
+    """Silence only transformers 5's "`is_gradient_checkpointing` is deprecated" FutureWarning.
+
+    peft reads the old property name inside `get_peft_model` (our own code passes the new
+    `activation_checkpointing` arguments); the warning is about peft's call, not the
+    user's settings, so it is filtered for that one call, by its exact message.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def _offline() -> bool:
@@ -365,6 +390,7 @@ def run_training(
         DataError: malformed data (file:line), before any model is loaded.
         LogsageError / CheckpointError: the model or checkpoint cannot be loaded.
     """
+    require_training_stack()
     if cfg is None:
         cfg, origin = resolve_config(overrides)
     elif overrides:
@@ -376,9 +402,9 @@ def run_training(
     resume = resolve_resume(cfg)
     live_rules = []
     if cfg.early_stop:
-        from logsage.train.callback import parse_live_rules
+        from logsage.replay.live import parse_live_rules
 
-        live_rules = parse_live_rules(cfg.early_stop)
+        live_rules = parse_live_rules(cfg.early_stop)  # a bad rule fails before the data and model
     train_examples, eval_examples, data_info = prepare_examples(cfg)
     model_path, local = resolve_model(cfg.model)
 
@@ -389,7 +415,8 @@ def run_training(
 
     import transformers
 
-    from logsage.train.callback import LiveRuleCallback, SaveEveryEvalCallback
+    from logsage.integrations.hf import LogsageCallback
+    from logsage.train.callback import SaveEveryEvalCallback
     from logsage.train.manifest import finish_manifest, start_manifest
     from logsage.train.per_example import PerExampleCapture, PerExampleWriter
 
@@ -424,8 +451,8 @@ def run_training(
                 }
             return found
 
-        live = LiveRuleCallback(live_rules, metric=cfg.early_stop_metric, per_example=per_example_so_far,
-                                echo=say)
+        live = LogsageCallback([r.spec for r in live_rules], metric=cfg.early_stop_metric,
+                               per_example=per_example_so_far, echo=say)
         callbacks.append(live)
 
     trainer = _trainer_class()(
