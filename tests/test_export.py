@@ -136,9 +136,15 @@ def test_existing_out_is_refused_untouched_and_replaced_with_force(tiny_model_di
         export_checkpoint(adapter, out, base_dir=tiny_model_dir)
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
     assert strays(tmp_path) == []
-    export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True)
+    with pytest.raises(ExportError, match="not written by logsage.*--force-any"):  # not an export of ours
+        export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True, force_any=True)
     assert not (out / "keep.txt").exists() and (out / "adapter_model.safetensors").exists()
     assert strays(tmp_path) == []
+    (out / "stale.txt").write_text("from the previous export")
+    export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True)  # ours now: --force is enough
+    assert not (out / "stale.txt").exists() and (out / PROVENANCE_NAME).is_file()
 
 
 def test_killed_export_leaves_no_out_and_the_next_run_cleans_up(tiny_model_dir, adapter, tmp_path):
@@ -272,6 +278,7 @@ def test_a_wrong_merge_fails_the_logits_check(tiny_model_dir, adapter, tmp_path,
     previous = tmp_path / "previous"
     previous.mkdir()
     (previous / "model.safetensors").write_text("the export already shipped")
+    (previous / PROVENANCE_NAME).write_text('{"export": {"kind": "merged"}}')  # an earlier logsage export
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
     with pytest.raises(ExportError, match="logits differ from base \\+ adapter"):
         export_checkpoint(adapter, previous, base_dir=tiny_model_dir, merge=True, force=True)

@@ -10,6 +10,22 @@ refused unless `force`; with `force` the old OUT is renamed away, the new one mo
 in, and only then the old one deleted (if the process dies in between, the next run
 puts the old one back).
 
+What `force` may replace (`check_export_target`, run before anything is loaded, and
+again right before the new folder is moved in): only a folder that logsage itself
+exported (it holds a `logsage_selection.json` with an ``export`` record); any other
+folder only with `force_any` (`--force-any`). Never, with any flag: a folder that is,
+contains or lies inside a checkpoint, base model or run being read (the `protect`
+paths), the current directory, the home directory or a filesystem root (mount
+point). Paths are compared after resolving symbolic links, and as written.
+
+Remote code: a base with `auto_map` comes with its own modelling code
+(`modeling_*.py`, ...). That code is never copied into a merged export unless
+`carry_remote_code` (`--carry-remote-code`); without it the export says what it left
+out.
+
+Write failures (a full disk, a read-only filesystem, a folder the user cannot write)
+are one-line `ExportError`s naming the path; the temporary folder is removed.
+
 * adapter export: `adapter_config.json` and the adapter weights (copied
   byte-for-byte; pickle weights, with `allow_pickle`, are loaded with
   `torch.load(weights_only=True)` and written as safetensors), tokenizer files and
@@ -42,9 +58,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from logsage.core.errors import CheckpointError, ExportError
+from logsage.core.errors import CheckpointError, ExportError, UsageError
 
 PROVENANCE_NAME = "logsage_selection.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -124,11 +140,13 @@ def _fsync_tree(folder: Path) -> None:
     _fsync_dir(folder)
 
 
-def _publish(tmp: Path, out: Path, *, force: bool) -> None:
-    """Move the finished temporary folder to `out` (replacing it only with `force`)."""
+def _publish(tmp: Path, out: Path, *, force: bool, force_any: bool = False,
+             protect: Sequence[str | os.PathLike] = ()) -> None:
+    """Move the finished temporary folder to `out` (replacing it only as `check_export_target` allows)."""
     if out.exists() or out.is_symlink():
         if not force:
             raise ExportError(f"{out} appeared during the export; left untouched (pass --force to replace it)")
+        check_export_target(out, protect=protect, force=force, force_any=force_any)  # it may have changed since
         old = _side_name(out, "old")
         os.rename(out, old)
         os.rename(tmp, out)
@@ -137,6 +155,105 @@ def _publish(tmp: Path, out: Path, *, force: bool) -> None:
     else:
         os.rename(tmp, out)
         _fsync_dir(out.parent)
+
+
+# ====================================================================== what --force may replace
+def _forms(path: Path) -> set[Path]:
+    """`path` as written (absolute, normalised) and with every symbolic link resolved."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        resolved = absolute.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compare as written
+        resolved = absolute
+    return {absolute, resolved}
+
+
+def _within(a: Path, b: Path) -> bool:
+    """a == b or a lies inside b."""
+    return a == b or b in a.parents
+
+
+def exported_by_logsage(folder: Path) -> bool:
+    """True when `folder` holds the provenance file of a logsage export (a JSON object with an "export" record)."""
+    prov = folder / PROVENANCE_NAME
+    try:
+        if prov.is_symlink() or not prov.is_file():
+            return False
+        doc = json.loads(prov.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("export"), dict)
+
+
+def check_export_target(out: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = (),
+                        force: bool = False, force_any: bool = False) -> None:
+    """Refuse an export folder that would destroy what is being read, or replace what logsage did not write.
+
+    `protect`: the run, checkpoint and base folders being read. Never written into or
+    replaced, nor any folder around them; nor the current directory, the home
+    directory or a filesystem root. An existing OUT is replaced only with `force`,
+    and only when logsage exported it (its `logsage_selection.json`), unless
+    `force_any`. Called before any model is loaded.
+
+    Raises:
+        UsageError: OUT is one of the folders that are never replaced.
+        ExportError: OUT exists without `force`, is not a folder, or was not written by logsage (without
+            `force_any`).
+    """
+    out = Path(out)
+    out_forms = _forms(out)
+    special = [(Path.cwd(), "the current directory")]
+    try:
+        special.append((Path.home(), "your home directory"))
+    except (RuntimeError, KeyError):
+        pass
+    for o in out_forms:
+        if o == Path(o.anchor) or os.path.ismount(o):
+            raise UsageError(f"--export {out}: is a filesystem root; it is never replaced (choose a new folder)")
+        for place, name in special:
+            for q in _forms(place):
+                if _within(q, o):
+                    what = "is" if q == o else "contains"
+                    raise UsageError(f"--export {out}: {what} {name}; it is never replaced (choose a new folder)")
+    for raw in protect:
+        if raw is None:
+            continue
+        p = Path(raw)
+        for o in out_forms:
+            for q in _forms(p):
+                if _within(q, o):
+                    what = "is" if q == o else "contains"
+                    raise UsageError(f"--export {out}: {what} {p}, which this export reads; it is never replaced "
+                                     "(choose a folder outside the run, e.g. beside it)")
+                if _within(o, q):
+                    raise UsageError(f"--export {out}: lies inside {p}, which this export reads; write the "
+                                     "export outside it (e.g. beside the run)")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not force:
+        raise ExportError(f"{out} already exists; left untouched - pass --force to replace an earlier logsage export "
+                         "(the old folder is removed only after the new export is complete and verified)")
+    if out.is_symlink():
+        raise ExportError(f"{out} is a symbolic link; left untouched (remove the link or choose another --export)")
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder; remove it or choose another --export path")
+    if not force_any and not exported_by_logsage(out):
+        raise ExportError(f"{out} was not written by logsage (no {PROVENANCE_NAME} in it); left untouched - choose "
+                          "another --export, or pass --force-any to replace it anyway")
+
+
+def write_failure(path: str | os.PathLike, err: OSError, what: str = "the export") -> ExportError:
+    """One line for an OSError while writing: the path, what happened, what to do."""
+    import errno
+
+    hint = {errno.ENOSPC: "free some space or choose another disk",
+            errno.EDQUOT: "free some space or choose another disk",
+            errno.EROFS: "the filesystem is read-only; choose a writable folder",
+            errno.EACCES: "you may not write there; choose a folder you own",
+            errno.EPERM: "you may not write there; choose a folder you own"}.get(err.errno, "check the disk and retry")
+    where = err.filename or path
+    return ExportError(f"{where}: could not write {what} ({err.strerror or err}); {hint}; nothing was exported "
+                       f"to {path}")
 
 
 # ====================================================================== helpers
@@ -362,8 +479,11 @@ def export_checkpoint(
     merge: bool = False,
     dtype: str | None = None,
     force: bool = False,
+    force_any: bool = False,
+    protect: Sequence[str | os.PathLike] = (),
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    carry_remote_code: bool = False,
     provenance: dict[str, Any] | None = None,
     manifest: dict[str, Any] | None = None,
     max_shard_bytes: int | None = None,
@@ -375,10 +495,14 @@ def export_checkpoint(
 
     Args:
         checkpoint: the checkpoint folder.
-        out: the export folder; refused when it exists, unless `force`.
+        out: the export folder; refused when it exists, unless `force` (see `check_export_target`).
         kind: "adapter" or "full" (the inventory's kind).
         base_dir: the base model folder (needed for `merge`; its tokenizer is the fallback).
+        force: replace an existing OUT that logsage exported; `force_any`: replace any other folder too.
+        protect: more folders being read (the run); with the checkpoint and the base, never replaced.
         merge: merge the adapter into the base (sharded safetensors) instead of exporting the adapter.
+        carry_remote_code: copy a base's own modelling code (`*.py` of a config with auto_map) into a
+            merged export; without it that code is left out and a warning says so.
         dtype: merged output dtype (auto, bf16, fp16, fp32).
         provenance: what the caller knows (run, rule, parameters, selected_step, metrics...); written to
             `logsage_selection.json` with the files' sha256 and the library versions.
@@ -392,9 +516,28 @@ def export_checkpoint(
         ExportError: OUT exists without `force`, a verification failed, or the merge cannot be done.
         CheckpointError: the checkpoint or base is damaged, empty, or pickle without `allow_pickle`.
     """
-    from logsage.ship import merge as merging
     checkpoint, out = Path(checkpoint), Path(out)
     base = Path(base_dir) if base_dir is not None else None
+    protected = [checkpoint, *([base] if base is not None else []), *protect]
+    # First, before anything is loaded or written: what OUT may be.
+    check_export_target(out, protect=protected, force=force, force_any=force_any)
+    try:
+        return _export(checkpoint, out, kind=kind, base=base, merge=merge, dtype=dtype, force=force,
+                       force_any=force_any, protected=protected, allow_pickle=allow_pickle,
+                       trust_remote_code=trust_remote_code, carry_remote_code=carry_remote_code,
+                       provenance=provenance, manifest=manifest, max_shard_bytes=max_shard_bytes,
+                       verify_logits=verify_logits, progress=progress, warn=warn)
+    except OSError as e:  # a full disk, a read-only filesystem, a folder we may not write
+        raise write_failure(out, e) from None
+
+
+def _export(checkpoint: Path, out: Path, *, kind: str, base: Path | None, merge: bool, dtype: str | None,
+            force: bool, force_any: bool, protected: list, allow_pickle: bool, trust_remote_code: bool,
+            carry_remote_code: bool, provenance: dict[str, Any] | None, manifest: dict[str, Any] | None,
+            max_shard_bytes: int | None, verify_logits: bool, progress: Callable[[str, int, int], None] | None,
+            warn: Callable[[str], None] | None) -> ExportResult:
+    from logsage.ship import merge as merging
+
     warnings: list[str] = []
 
     def note(msg: str) -> None:
@@ -404,11 +547,6 @@ def export_checkpoint(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     cleaned = clean_stale(out)
-    if (out.exists() or out.is_symlink()) and not force:
-        raise ExportError(f"{out} already exists; left untouched - pass --force to replace it (the old folder is "
-                          "removed only after the new export is complete and verified)")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder; remove it or choose another --export path")
     if merge and kind != "adapter":
         raise ExportError(f"{checkpoint} holds a full model, not an adapter; there is nothing to merge (drop --merge)")
     if merge and base is None:
@@ -465,9 +603,14 @@ def export_checkpoint(
                 verification["logits"] = "skipped (verify_logits=False)"
             shutil.rmtree(with_work, ignore_errors=True)
             config = json.loads((base / "config.json").read_text())
-            if config.get("auto_map"):  # custom modelling code travels with the weights
-                for py in base.glob("*.py"):
+            code = sorted(base.glob("*.py")) if config.get("auto_map") else []
+            if code and carry_remote_code:  # asked: the base's own modelling code travels with the weights
+                for py in code:
                     shutil.copy2(py, tmp / py.name)
+            elif code:  # never carry code that would run on load unless the user asked for it
+                note(f"{base} has its own modelling code ({', '.join(p.name for p in code[:3])}"
+                     f"{', ...' if len(code) > 3 else ''}, named by auto_map); not copied into the export - pass "
+                     "--carry-remote-code to include it")
             export_kind = "merged"
         elif kind == "adapter":
             _, verification = _write_adapter(checkpoint, tmp, allow_pickle=allow_pickle)
@@ -499,7 +642,7 @@ def export_checkpoint(
 
         (tmp / PROVENANCE_NAME).write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
         _fsync_tree(tmp)  # everything on disk before the rename makes it visible as OUT
-        _publish(tmp, out, force=force)
+        _publish(tmp, out, force=force, force_any=force_any, protect=protected)
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

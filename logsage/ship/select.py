@@ -432,8 +432,10 @@ def select_checkpoint(
     merge: bool = False,
     dtype: str | None = None,
     force: bool = False,
+    force_any: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    carry_remote_code: bool = False,
     eval_batch_size: int | None = None,
     max_length: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
@@ -451,10 +453,14 @@ def select_checkpoint(
             named in the run's manifest; with neither, re-evaluation is skipped and the result says so.
         base: the base model folder (default: the adapter's config, then the manifest).
         export: write the selected checkpoint here (atomically; refused when it exists, unless `force`).
+            Never the run, a folder around it or inside it, the current directory or a filesystem root
+            (checked before anything is loaded: `logsage.ship.export.check_export_target`).
+        force: replace an existing export folder that logsage wrote; `force_any`: any other folder too.
         merge: export the base with the adapter merged (sharded safetensors) instead of the adapter.
         dtype: merged export dtype (auto, bf16, fp16, fp32); default: the base's.
         allow_pickle: consider and load pickle-only checkpoints (torch.load(weights_only=True)).
         trust_remote_code: passed to transformers when loading models and tokenizers.
+        carry_remote_code: copy a base's own modelling code (auto_map) into a merged export.
         eval_batch_size, max_length: re-evaluation settings (default: the manifest's, else 8 and 2048).
         progress: called as (label, done, total) during re-evaluation and export.
         warn: called with each warning as it happens (the result lists them too).
@@ -464,7 +470,16 @@ def select_checkpoint(
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise UsageError(f"{run}: not a run folder; select needs the folder that holds the checkpoint-N folders")
+    if export is not None:  # before anything is read or loaded: never an export over what we read
+        from logsage.ship.export import check_export_target
+
+        check_export_target(export, protect=[run_dir], force=force, force_any=force_any)
     history = load_history(run)
+    if export is not None:  # checkpoints may be symbolic links to folders elsewhere: those are read too
+        from logsage.ship.export import check_export_target
+
+        check_export_target(export, protect=[run_dir, *(c.path for c in history.checkpoints)], force=force,
+                            force_any=force_any)
     selection = choose_candidates(history, rule, metric=metric, mode=mode, top_k=top_k, allow_pickle=allow_pickle)
     manifest = read_manifest(run_dir)
     result = SelectResult(selection=selection, selected_step=selection.candidates[0].step)
@@ -534,7 +549,8 @@ def select_checkpoint(
         provenance["manifest"] = manifest
         exp = export_checkpoint(
             Path(chosen.path), export, kind=chosen.kind, base_dir=base_dir, merge=merge, dtype=dtype, force=force,
-            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, provenance=provenance,
-            manifest=manifest, progress=progress, warn=note)
+            force_any=force_any, protect=[run_dir, *(c.path for c in history.checkpoints)],
+            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, carry_remote_code=carry_remote_code,
+            provenance=provenance, manifest=manifest, progress=progress, warn=note)
         result.export = exp.to_dict()
     return result
