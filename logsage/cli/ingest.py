@@ -70,6 +70,8 @@ def _render(h) -> None:
         con.print(f"checkpoints: {len(h.checkpoints)} ({whole} whole)")
         for c in h.checkpoints:
             if not c.whole:
-                con.print(f"  checkpoint-{c.step}: {c.kind}, NOT whole: {c.problem}")
+                from logsage.core.runfolder import checkpoint_label
+
+                con.print(f"  {checkpoint_label(c)}: {c.kind}, NOT whole: {c.problem}")
     for c in h.cleanups:
         con.print(f"  [dim]{c.kind}:[/dim] {c.message}")

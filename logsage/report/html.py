@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from logsage.core.history import History
+from logsage.core.runfolder import checkpoint_label
 
 # Colour-blind-friendly categorical palette for rules (Okabe-Ito, then tab10 extras).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8c564b", "#7f7f7f",
@@ -887,11 +888,11 @@ def _inventory_html(h: History, fig: RunFigure) -> str:
     broken = [c for c in h.checkpoints if not c.whole]
     without = [s for s, st in fig.checkpoints.items() if st == "none"]
     items = [f"<li><b>whole</b> ({len(whole)}): "
-             + (", ".join(f"checkpoint-{c.step} <span class=\"dim\">({_esc(c.kind)})</span>" for c in whole) or "none")
+             + (", ".join(f"{_esc(checkpoint_label(c))} <span class=\"dim\">({_esc(c.kind)})</span>" for c in whole) or "none")
              + "</li>"]
     if broken:
         items.append(f"<li class=\"warn\"><b>not whole</b> ({len(broken)}): " + "; ".join(
-            f"checkpoint-{c.step}: {_esc(c.problem or 'incomplete')}" for c in broken) + "</li>")
+            f"{_esc(checkpoint_label(c))}: {_esc(c.problem or 'incomplete')}" for c in broken) + "</li>")
     if without:
         shown = ", ".join(str(s) for s in without[:30]) + (" …" if len(without) > 30 else "")
         items.append(f"<li><b>evaluations without a checkpoint</b> ({len(without)}): steps {shown}</li>")

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from logsage.core.errors import CheckpointError, DataError, LogsageError
+from logsage.core.runfolder import checkpoint_name
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 2048
@@ -361,7 +362,7 @@ def evaluate_checkpoints(
                                           "is --base the model it was trained on?") from None
                 model.to(device)
                 previous = name
-                per = eval_loss_of(model, examples, settings, pad_id, device, tick(f"checkpoint-{step}"))
+                per = eval_loss_of(model, examples, settings, pad_id, device, tick(checkpoint_name(step)))
                 results.append(_result(step, path, per, time.perf_counter() - t0))
             del model, base_model
         for step, path, kind in items:
@@ -370,7 +371,7 @@ def evaluate_checkpoints(
             t0 = time.perf_counter()
             model = load_full_model(path, settings, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
             model.to(device)
-            per = eval_loss_of(model, examples, settings, pad_id, device, tick(f"checkpoint-{step}"))
+            per = eval_loss_of(model, examples, settings, pad_id, device, tick(checkpoint_name(step)))
             results.append(_result(step, path, per, time.perf_counter() - t0))
             del model
     order = {s: i for i, (s, _, _) in enumerate(items)}

@@ -42,17 +42,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from logsage.core.errors import CheckpointError, ExportError
+from logsage.core.safetensors import ITEMSIZE as _ITEMSIZE
+from logsage.core.safetensors import TensorEntry
+from logsage.core.safetensors import read_header as _read_st_header
 
 # safetensors dtype codes -> torch dtype attribute names.
 _ST_TO_TORCH = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
     "U16": "uint16", "U32": "uint32", "U64": "uint64",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
 }
 _TORCH_TO_ST = {v: k for k, v in _ST_TO_TORCH.items()}
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-             "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 _FLOAT_CODES = {"F64", "F32", "F16", "BF16"}
 
 # --dtype spellings -> torch dtype names.
@@ -76,58 +77,13 @@ _QUANT_NAME = re.compile(r"(bnb|4bit|8bit|4-bit|8-bit|gptq|awq|int4|int8|nf4|qlo
 
 
 # ============================================================ safetensors I/O
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of a safetensors file: where its bytes are, without reading them."""
-
-    name: str
-    dtype: str  # safetensors code, e.g. "BF16"
-    shape: tuple[int, ...]
-    file: Path
-    start: int  # absolute byte offset in `file`
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """The tensors (in file order) and `__metadata__` of one safetensors file; damage raises CheckpointError."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise CheckpointError(f"{path}: cut short ({size} bytes, no header); re-copy or re-save the file")
-            (n,) = struct.unpack("<Q", raw)
-            if n > 100 * 1024**2 or 8 + n > size:
-                raise CheckpointError(f"{path}: cut short or corrupt (header of {n} bytes in a {size}-byte file)")
-            header = json.loads(f.read(n))
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
-    except ValueError:
-        raise CheckpointError(f"{path}: unreadable safetensors header; the file is damaged") from None
-    meta = header.pop("__metadata__", None) or {}
-    entries = []
-    for name, info in header.items():
-        try:
-            a, b = (int(x) for x in info["data_offsets"])
-            entry = TensorEntry(name, str(info["dtype"]), tuple(int(d) for d in info["shape"]), path,
-                                8 + n + a, 8 + n + b)
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}") from None
-        if entry.dtype not in _ITEMSIZE or entry.nbytes != entry.numel * _ITEMSIZE[entry.dtype]:
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {entry.dtype} / size that do not match")
-        if entry.end > size:
-            raise CheckpointError(f"{path}: cut short (tensor {name!r} ends at byte {entry.end}, file has {size})")
-        entries.append(entry)
-    entries.sort(key=lambda e: e.start)
-    return {e.name: e for e in entries}, meta
+    """The tensors (in file order) and `__metadata__` of one safetensors file; damage raises CheckpointError.
+
+    One reader and one strictness for the whole project: `logsage.core.safetensors.read_header`.
+    """
+    header = _read_st_header(path)
+    return dict(header.entries), dict(header.metadata)
 
 
 def read_tensor(entry: TensorEntry, rows: slice | None = None, *, into=None):

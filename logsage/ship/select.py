@@ -33,8 +33,9 @@ from typing import Any, Callable, Sequence
 
 from logsage.core.errors import CheckpointError, LogsageError, UsageError
 from logsage.core.history import Checkpoint, History, json_safe
+from logsage.core.runfolder import RUN_MANIFEST, checkpoint_name
 
-MANIFEST_NAME = "logsage_run.json"
+MANIFEST_NAME = RUN_MANIFEST
 
 
 # ====================================================================== candidates
@@ -83,12 +84,21 @@ def pickle_problem(c: Checkpoint) -> str:
             "pass --allow-pickle to consider it (loaded with torch.load(weights_only=True))")
 
 
+# Checkpoint layouts the inventory lists but logsage does not export (logsage.ingest.checkpoints).
+_NOT_SHIPPABLE = {
+    "deepspeed": "DeepSpeed ZeRO shards (pickle); convert them with DeepSpeed's zero_to_fp32.py, then select the result",
+    "lightning": "a PyTorch Lightning .ckpt (a pickle); logsage lists it but never loads it",
+    "mlx_adapter": "an MLX-LM adapter file; fuse or convert it with mlx_lm, logsage does not export MLX adapters",
+    "torchtune_epoch": "a torchtune epoch folder (named by epoch, not step); export it by hand",
+}
+
+
 def usable_problem(c: Checkpoint, *, allow_pickle: bool) -> str | None:
     """Why a checkpoint cannot be shipped (None: it can)."""
     if not c.whole:
         return c.problem or "not whole"
     if c.kind not in ("adapter", "full"):
-        return c.problem or "no model or adapter weights"
+        return c.problem or _NOT_SHIPPABLE.get(c.kind, "no model or adapter weights")
     if c.pickle and not allow_pickle:
         return pickle_problem(c)
     return None
@@ -105,7 +115,7 @@ def _usable_history(history: History, allow_pickle: bool) -> History:
 
 
 def _name(c: Checkpoint) -> str:
-    return os.path.basename(os.path.normpath(c.path)) or f"checkpoint-{c.step}"
+    return os.path.basename(os.path.normpath(c.path)) or checkpoint_name(c.step)
 
 
 def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric: str | None = None,
@@ -166,7 +176,9 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
     if rule_step is not None and history.checkpoint_at(rule_step) is None:
         rule_step = None  # a run without inventory selects over evaluations; never here (checked above)
 
-    by_step = {c.step: c for c in usable.checkpoints}
+    by_step: dict[int, Checkpoint] = {}
+    for c in usable.checkpoints:  # one step, several layouts: the first listed (checkpoint-N) stands for it
+        by_step.setdefault(c.step, c)
     good = [c for c in usable.checkpoints if c.whole and c.step in value_at and math.isfinite(value_at[c.step])]
     oriented = {c.step: (value_at[c.step] if objective.mode == "min" else -value_at[c.step]) for c in good}
     ranked = sorted(good, key=lambda c: (oriented[c.step], c.step))
@@ -178,7 +190,7 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
     if best is not None and best not in rank_of and not already_said:
         orig = history.checkpoint_at(best)
         what = "is missing" if orig is None else (usable_problem(orig, allow_pickle=allow_pickle) or "is not usable")
-        name = f"checkpoint-{best}" if orig is None else _name(orig)
+        name = checkpoint_name(best) if orig is None else _name(orig)
         instead = ranked[0].step if ranked else None
         notes.append(f"the logged best {objective.metric} ({value_at.get(best):.6g} at step {best}) has no usable "
                      f"checkpoint: {name} {what}" + (f"; the best usable checkpoint is step {instead}"
@@ -207,7 +219,7 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
 
 
 def _nothing_usable(history: History, excluded: list[dict[str, Any]], decision: Any) -> str:
-    listed = "; ".join(f"checkpoint-{e['step']}: {e['problem']}" for e in excluded[:4])
+    listed = "; ".join(f"{os.path.basename(os.path.normpath(e['path']))}: {e['problem']}" for e in excluded[:4])
     more = f" (+{len(excluded) - 4} more)" if len(excluded) > 4 else ""
     why = f" ({decision.note})" if decision.note else (f" ({decision.reason})" if not decision.decidable else "")
     return (f"{history.path}: no usable checkpoint to select{why}; {listed or 'no checkpoint has a logged value'}"

@@ -21,7 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "logsage_run.json"
+from logsage.core.runfolder import RUN_MANIFEST
+
+MANIFEST_NAME = RUN_MANIFEST  # the run-folder contract: logsage.core.runfolder
 SCHEMA = "logsage-run/1"
 
 
