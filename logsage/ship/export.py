@@ -61,8 +61,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from logsage.core.errors import CheckpointError, ExportError, UsageError
+from logsage.core.runfolder import SELECTION_FILE
 
-PROVENANCE_NAME = "logsage_selection.json"
+PROVENANCE_NAME = SELECTION_FILE  # the run-folder contract (logsage.core.runfolder)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "vocab.txt",
                    "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
