@@ -150,7 +150,11 @@ def _publish(tmp: Path, out: Path, *, force: bool, force_any: bool = False,
         check_export_target(out, protect=protect, force=force, force_any=force_any)  # it may have changed since
         old = _side_name(out, "old")
         os.rename(out, old)
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            os.rename(old, out)  # put the previous export back before reporting the failure
+            raise
         _fsync_dir(out.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
@@ -243,18 +247,21 @@ def check_export_target(out: str | os.PathLike, *, protect: Sequence[str | os.Pa
                           "another --export, or pass --force-any to replace it anyway")
 
 
-def write_failure(path: str | os.PathLike, err: OSError, what: str = "the export") -> ExportError:
-    """One line for an OSError while writing: the path, what happened, what to do."""
+def write_failure(out: Path, err: OSError) -> ExportError:
+    """One line for an OSError during an export: the path, what happened, what to do; nothing was published."""
     import errno
 
     hint = {errno.ENOSPC: "free some space or choose another disk",
             errno.EDQUOT: "free some space or choose another disk",
-            errno.EROFS: "the filesystem is read-only; choose a writable folder",
-            errno.EACCES: "you may not write there; choose a folder you own",
-            errno.EPERM: "you may not write there; choose a folder you own"}.get(err.errno, "check the disk and retry")
-    where = err.filename or path
-    return ExportError(f"{where}: could not write {what} ({err.strerror or err}); {hint}; nothing was exported "
-                       f"to {path}")
+            errno.EROFS: "choose an --export folder on a writable filesystem",
+            errno.EACCES: "choose an --export folder you may write to",
+            errno.EPERM: "choose an --export folder you may write to"}.get(err.errno or 0, "check the disk and retry")
+    where = Path(err.filename) if err.filename else out
+    parent = Path(os.path.abspath(out)).parent
+    writing = Path(os.path.abspath(where)) == parent or parent in Path(os.path.abspath(where)).parents
+    what = "could not write" if writing else "could not read"
+    return ExportError(f"{where}: {what} it ({err.strerror or err}); {hint if writing else 'check the file'}; "
+                       f"nothing was exported to {out}")
 
 
 # ====================================================================== helpers

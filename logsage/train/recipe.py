@@ -86,6 +86,9 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
 def resolve_resume(cfg: TrainConfig) -> str | None:
     """The checkpoint folder to resume from (None for a fresh run); checks the run folder either way."""
     run_dir = Path(cfg.output)  # type: ignore[arg-type]
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output {cfg.output}: exists and is a file, not a run folder; choose a new folder "
+                         "(or remove the file)")
     existing = checkpoint_steps(run_dir)
     if cfg.resume_from_checkpoint is None:
         if existing:
