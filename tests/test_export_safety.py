@@ -155,3 +155,44 @@ def test_check_export_target_rules(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(ExportError, match="symbolic link"):
         check_export_target(loop, force=True, force_any=True)
+
+
+# ---------------------------------------------------------------------------- a base from outside the run
+EVIL_CODE = '''import pathlib
+pathlib.Path(__file__).with_name("I_RAN").write_text("the base's own code was executed")
+from transformers import Qwen2ForCausalLM as EvilForCausalLM  # noqa: E402
+'''
+
+
+@pytest.mark.slow
+def test_a_base_named_by_the_run_outside_it_is_warned_about_and_its_code_never_carried(run_copy, tiny_model_dir,
+                                                                                      tmp_path):
+    import json
+
+    evil = run_copy.parent / "evilbase"  # "../evilbase" from the run
+    shutil.copytree(tiny_model_dir, evil)
+    config = json.loads((evil / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (evil / "config.json").write_text(json.dumps(config))
+    (evil / "modeling_evil.py").write_text(EVIL_CODE)
+    for cfg_path in run_copy.glob("checkpoint-*/adapter_config.json"):
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = "../evilbase"
+        cfg_path.write_text(json.dumps(cfg))
+    (run_copy / "logsage_run.json").unlink()  # only the adapter's config names the base now
+    out = tmp_path / "merged"
+    r = CliRunner().invoke(cli, ["select", str(run_copy), "--rule", "hf:patience=1", "--export", str(out),
+                                 "--merge", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert any("outside the run folder" in w and "--base" in w for w in doc["warnings"])
+    assert any("modeling_evil.py" in w and "--carry-remote-code" in w for w in doc["warnings"])
+    assert not list(out.glob("*.py")) and not (evil / "I_RAN").exists()  # not carried, never executed
+    # Asked for: carried (still not executed: logsage never passes trust_remote_code unless told).
+    out2 = tmp_path / "merged-with-code"
+    r = CliRunner().invoke(cli, ["select", str(run_copy), "--rule", "hf:patience=1", "--export", str(out2),
+                                 "--merge", "--carry-remote-code", "--base", str(evil), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (out2 / "modeling_evil.py").is_file() and not (evil / "I_RAN").exists()
+    assert not any("outside the run folder" in w for w in doc["warnings"])  # named by the user: no warning

@@ -349,6 +349,34 @@ def resolve_base(base: str | None, adapter_dir: Path | None, run_dir: Path,
                           "in adapter_config.json, no manifest); pass --base")
 
 
+def base_warning(base_dir: Path, source: str, run_dir: Path) -> str | None:
+    """A warning when the base model was not named by the user and lies outside the run folder (None: no warning).
+
+    A name written in the run's files (adapter_config.json's base_model_name_or_path, the
+    manifest) can point anywhere, e.g. "../evilbase"; its weights and tokenizer then go
+    into the export. A base in the local Hugging Face cache is where hub ids resolve to,
+    and is not warned about.
+    """
+    if source == "--base":
+        return None
+    where = Path(os.path.abspath(base_dir)).resolve()
+    run = Path(os.path.abspath(run_dir)).resolve()
+    if where == run or run in where.parents or _in_hf_cache(where):
+        return None
+    return (f"the base model {base_dir} comes from {source} and lies outside the run folder; check that it is the "
+            "model this adapter was trained on, or name it with --base")
+
+
+def _in_hf_cache(path: Path) -> bool:
+    try:
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE).resolve()
+    except Exception:  # huggingface_hub missing: no cache to be in
+        return False
+    return cache in path.parents
+
+
 def _hf_cache(name: str) -> Path | None:
     if name.count("/") != 1 or name.startswith((".", "/")):
         return None
@@ -521,6 +549,9 @@ def select_checkpoint(
     if needs_base and (eval_source is not None or (export is not None and merge) or base):
         base_dir, source = resolve_base(base, first, run_dir, manifest)
         result.base, result.base_source = str(base_dir), source
+        outside = base_warning(base_dir, source, run_dir)
+        if outside:
+            note(outside)
 
     if eval_source is not None:
         from logsage.ship.evaluate import EvalSettings, evaluate_checkpoints
@@ -553,6 +584,9 @@ def select_checkpoint(
             try:
                 base_dir, source = resolve_base(base, Path(chosen.path), run_dir, manifest)
                 result.base, result.base_source = str(base_dir), source
+                outside = base_warning(base_dir, source, run_dir)
+                if outside:
+                    note(outside)
             except LogsageError:
                 if merge:
                     raise
