@@ -269,7 +269,9 @@ def test_a_wrong_merge_fails_the_logits_check(tiny_model_dir, adapter, tmp_path,
             return W.float(), 0.0  # as if this layer's LoRA had been dropped
         return right(W, mod, work=work)
 
-    monkeypatch.setattr(merging, "merged_weight", forgets_one_layer)
+    import logsage.ship.merge.write as merge_writer  # where merge_streaming looks it up
+
+    monkeypatch.setattr(merge_writer, "merged_weight", forgets_one_layer)
     with pytest.raises(ExportError, match="logits differ from base \\+ adapter"):
         export_checkpoint(adapter, tmp_path / "ship", base_dir=tiny_model_dir, merge=True)
     assert not (tmp_path / "ship").exists() and strays(tmp_path) == []
