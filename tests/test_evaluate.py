@@ -24,7 +24,7 @@ def logged_eval_losses(run: Path) -> dict[int, float]:
 def test_reevaluated_loss_matches_the_logged_eval_loss_with_one_base_load(tiny_run_dir, monkeypatch):
     import transformers
 
-    from logsage.ship.select import manifest_eval_data, read_manifest
+    from logsage.ship.runfacts import manifest_eval_data, read_manifest
 
     loads = []
     real = transformers.AutoModelForCausalLM.from_pretrained.__func__

@@ -24,7 +24,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from logsage.core.errors import CheckpointError, ExportError  # noqa: E402
-from logsage.ship.export import HANG_HOOK_ENV, PROVENANCE_NAME, clean_stale, export_checkpoint, sha256_file  # noqa: E402
+from logsage.core.runfolder import SELECTION_FILE  # noqa: E402
+from logsage.ship.atomic import clean_stale  # noqa: E402
+from logsage.ship.export import HANG_HOOK_ENV, export_checkpoint, sha256_file  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -88,9 +90,9 @@ def test_merged_export_loads_and_matches_base_plus_adapter(tiny_model_dir, adapt
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     assert (out / "generation_config.json").read_bytes() == (tiny_model_dir / "generation_config.json").read_bytes()
     # Provenance: the caller's facts, and the sha256 of every other file in OUT.
-    prov = json.loads((out / PROVENANCE_NAME).read_text())
+    prov = json.loads((out / SELECTION_FILE).read_text())
     assert prov["selected_step"] == 40 and prov["versions"]["peft"] and prov["versions"]["transformers"]
-    on_disk = {p.name for p in out.iterdir() if p.name != PROVENANCE_NAME}
+    on_disk = {p.name for p in out.iterdir() if p.name != SELECTION_FILE}
     assert set(prov["files"]) == on_disk
     assert all(prov["files"][n] == sha256_file(out / n) for n in on_disk)
     check = result.verification["logits"]
@@ -122,7 +124,7 @@ def test_adapter_export_carries_weights_tokenizer_template_and_generation_config
     assert result.kind == "adapter"
     names = {p.name for p in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja", "generation_config.json", PROVENANCE_NAME} <= names
+            "chat_template.jinja", "generation_config.json", SELECTION_FILE} <= names
     assert sha256_file(out / "adapter_model.safetensors") == sha256_file(ckpt / "adapter_model.safetensors")
     assert (out / "chat_template.jinja").read_text() == (tiny_model_dir / "chat_template.jinja").read_text()
     assert any("carried the base's over" in w for w in result.warnings)
@@ -136,9 +138,15 @@ def test_existing_out_is_refused_untouched_and_replaced_with_force(tiny_model_di
         export_checkpoint(adapter, out, base_dir=tiny_model_dir)
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
     assert strays(tmp_path) == []
-    export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True)
+    with pytest.raises(ExportError, match="not written by logsage.*--force-any"):  # not an export of ours
+        export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True, force_any=True)
     assert not (out / "keep.txt").exists() and (out / "adapter_model.safetensors").exists()
     assert strays(tmp_path) == []
+    (out / "stale.txt").write_text("from the previous export")
+    export_checkpoint(adapter, out, base_dir=tiny_model_dir, force=True)  # ours now: --force is enough
+    assert not (out / "stale.txt").exists() and (out / SELECTION_FILE).is_file()
 
 
 def test_killed_export_leaves_no_out_and_the_next_run_cleans_up(tiny_model_dir, adapter, tmp_path):
@@ -263,7 +271,9 @@ def test_a_wrong_merge_fails_the_logits_check(tiny_model_dir, adapter, tmp_path,
             return W.float(), 0.0  # as if this layer's LoRA had been dropped
         return right(W, mod, work=work)
 
-    monkeypatch.setattr(merging, "merged_weight", forgets_one_layer)
+    import logsage.ship.merge.write as merge_writer  # where merge_streaming looks it up
+
+    monkeypatch.setattr(merge_writer, "merged_weight", forgets_one_layer)
     with pytest.raises(ExportError, match="logits differ from base \\+ adapter"):
         export_checkpoint(adapter, tmp_path / "ship", base_dir=tiny_model_dir, merge=True)
     assert not (tmp_path / "ship").exists() and strays(tmp_path) == []
@@ -272,6 +282,7 @@ def test_a_wrong_merge_fails_the_logits_check(tiny_model_dir, adapter, tmp_path,
     previous = tmp_path / "previous"
     previous.mkdir()
     (previous / "model.safetensors").write_text("the export already shipped")
+    (previous / SELECTION_FILE).write_text('{"export": {"kind": "merged"}}')  # an earlier logsage export
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
     with pytest.raises(ExportError, match="logits differ from base \\+ adapter"):
         export_checkpoint(adapter, previous, base_dir=tiny_model_dir, merge=True, force=True)
@@ -303,5 +314,5 @@ def test_qlora_adapter_merges_into_the_full_precision_base_with_a_warning(tiny_m
     (qlora / "adapter_config.json").write_text(json.dumps(cfg))
     result = export_checkpoint(qlora, tmp_path / "ship", base_dir=tiny_model_dir, merge=True)
     assert any("QLoRA" in w and str(tiny_model_dir) in w for w in result.warnings)
-    prov = json.loads((tmp_path / "ship" / PROVENANCE_NAME).read_text())
+    prov = json.loads((tmp_path / "ship" / SELECTION_FILE).read_text())
     assert any("QLoRA" in w for w in prov["export"]["warnings"])

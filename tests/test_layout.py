@@ -34,7 +34,6 @@ ROOT_NAMES = {"__version__", "__init__", "__main__"}
 MAX_LINES = 600
 # Modules still over the limit, each with the reason it stays (shrink this, never grow it).
 OVER_LIMIT: dict[str, str] = {
-    "ship/merge.py": "streaming merge: planning and writing; split pending",
     "replay/engine.py": "engine + selection + scoring glue; split pending",
     "analysis/tune.py": "search, validation and comparison; split pending",
     "live/watch.py": "followers and the watcher; split pending",

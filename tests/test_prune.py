@@ -93,7 +93,7 @@ def test_prune_deletes_only_unkept_checkpoint_folders(tmp_path):
     (run / "logsage_run.json").write_text(json.dumps({"status": "completed"}))
     kept_before = {s: tree_digest(run / f"checkpoint-{s}") for s in (30, 60)}
     freed = sum(du(run / f"checkpoint-{s}") for s in (10, 20, 40, 50))
-    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "best", "--keep", "last", "--json"])
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "best", "--keep", "last", "--json", "--yes"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["freed_bytes"] == freed and doc["deleted_steps"] == [10, 20, 40, 50] and not doc["dry_run"]
@@ -142,3 +142,71 @@ def test_human_output_names_what_goes_and_what_it_frees(tmp_path):
     assert r.exit_code == 0, r.output
     assert "keep         checkpoint-20" in r.output and "would delete checkpoint-10" in r.output
     assert "would free" in r.output and checkpoints(run) == [10, 20, 30]
+
+
+# ---------------------------------------------------------------------------- issue 9: "Doubtful"
+def test_a_checkpoint_newer_than_the_log_is_kept_and_the_plan_says_so(tmp_path):
+    run = make_run(tmp_path / "run")  # the log ends at step 60
+    write_adapter(run / "checkpoint-70", broken=True)  # still being written: no trainer_state, weights cut short
+    before = tree_digest(run / "checkpoint-70")
+    plan = prune(run, "best,last")
+    assert sorted(plan.deleted) == [10, 20, 40, 50]
+    kept = {k["step"]: k["why"] for k in plan.keep}
+    assert set(kept) == {30, 60, 70} and any("newer than the log's last step 60" in w for w in kept[70])
+    assert tree_digest(run / "checkpoint-70") == before
+
+
+def test_without_a_terminal_prune_needs_yes_and_dry_run_never_asks(tmp_path):
+    run = make_run(tmp_path / "run")
+    before = tree_digest(run)
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "best"])  # CliRunner's stdin is not a terminal
+    assert r.exit_code == 2 and "--yes" in r.output and "not a terminal" in r.output
+    assert len([x for x in r.output.splitlines() if x.strip()]) == 1
+    assert tree_digest(run) == before
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "best", "--dry-run"])
+    assert r.exit_code == 0 and "would delete" in r.output and tree_digest(run) == before
+    r = CliRunner().invoke(cli, ["prune", str(run), "--keep", "best", "--yes"])
+    assert r.exit_code == 0 and checkpoints(run) == [30]
+
+
+def _prune_on_a_terminal(run: Path, answer: bytes) -> tuple[int, str]:
+    """`logsage prune RUN --keep best` with stdin, stdout and stderr on a real pseudo-terminal, answering `answer`."""
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                          os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "logsage", "prune", str(run), "--keep", "best"],
+                            stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    answered = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(leader, answer)
+            answered = True
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, seen.decode(errors="replace")
+
+
+def test_on_a_terminal_prune_shows_the_plan_and_asks(tmp_path):
+    run = make_run(tmp_path / "run")
+    before = tree_digest(run)
+    code, out = _prune_on_a_terminal(run, b"n\n")
+    assert code == 1 and "would delete" in out and "[y/N]" in out, out
+    assert tree_digest(run) == before
+    code, out = _prune_on_a_terminal(run, b"y\n")
+    assert code == 0 and "deleted" in out, out
+    assert checkpoints(run) == [30]

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from logsage.cli.main import cli
 from logsage.core.errors import CheckpointError, UsageError
 from logsage.ingest import load_history
-from logsage.ship.select import choose_candidates, resolve_base
+from logsage.ship.runfacts import resolve_base
+from logsage.ship.select import choose_candidates
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -268,7 +269,7 @@ def test_choosing_without_eval_or_export_never_imports_torch(real_adapter, tmp_p
 
 def test_manifest_eval_data_is_found_from_another_folder(tmp_path, monkeypatch):
     # Training ran in `work/` with a relative --eval-data; select runs from elsewhere.
-    from logsage.ship.select import manifest_eval_data
+    from logsage.ship.runfacts import manifest_eval_data
     from logsage.train.manifest import data_entry
 
     work = tmp_path / "work"

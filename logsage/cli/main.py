@@ -3,7 +3,9 @@
 Each command lives in `logsage/cli/<name>.py`, parses its options, makes one
 library call and renders the result. This module only builds the Click group and
 renders errors: a `LogsageError` becomes one line on stderr and exit code 1 (2 for
-usage errors); `--debug` shows the traceback instead. Nothing here (or in the
+usage errors); so does an `OSError` nobody caught (a report, plot or run folder that
+cannot be written, a stdout that fails): the path, what happened, what to do.
+`--debug` shows the traceback instead. Nothing here (or in the
 command modules at import time) imports torch, transformers or peft, so
 `logsage --help` starts fast.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
 
@@ -85,8 +88,19 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         from logsage.core.errors import LogsageError
 
+        from logsage.cli.output import describe_os_error, stdout_failure
+
         try:
-            return super().invoke(ctx)
+            try:
+                result = super().invoke(ctx)
+                sys.stdout.flush()  # a failing stdout (> /dev/full) is an error here, not a traceback at exit
+                return result
+            except OSError as e:
+                if ctx.obj and ctx.obj.get("debug"):
+                    raise
+                if e.filename is None:  # no path: writing stdout failed (> /dev/full, a closed pipe)
+                    raise stdout_failure(e) from None
+                raise LogsageError(describe_os_error(e)) from None  # report --out, --plot, --png, --output ...
         except LogsageError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -16,7 +16,54 @@ import click
 def emit_json(doc: Any) -> None:
     from logsage.core.history import json_safe
 
-    click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
+    text = json.dumps(json_safe(doc), indent=2, allow_nan=False)
+    try:
+        click.echo(text)
+        sys.stdout.flush()  # now, not at exit: a full disk or a closed pipe is reported here, in one line
+    except OSError as e:
+        raise stdout_failure(e) from None
+
+
+def stdout_failure(err: OSError):
+    """The one-line error for a stdout that cannot be written (`> /dev/full`, a closed pipe).
+
+    Also points stdout at /dev/null so that Python's own flush at exit does not print a second error.
+    """
+    import os
+
+    from logsage.core.errors import LogsageError
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test runner's buffer)
+        pass
+    return LogsageError(f"stdout: could not write the output ({err.strerror or err}); send it to a file on a disk "
+                        "with space, or to a program that reads it")
+
+
+_HINTS = {
+    "EACCES": "you may not write there; choose a folder you own",
+    "EPERM": "you may not write there; choose a folder you own",
+    "EROFS": "choose a folder on a writable filesystem",
+    "ENOSPC": "free some space or choose another disk",
+    "EDQUOT": "your disk quota is used up; free some space or choose another disk",
+    "ENOTDIR": "a file is in the way of that folder; choose another path",
+    "EEXIST": "a file is in the way; choose another path",
+    "EISDIR": "that is a folder; give a file name",
+    "ENOENT": "a folder on the way does not exist; create it or choose another path",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError nobody caught: the path, what happened, what to do."""
+    import errno
+
+    name = errno.errorcode.get(err.errno or 0, "")
+    where = err.filename if err.filename is not None else "(a file)"
+    hint = _HINTS.get(name, "check the path and the disk, then retry")
+    return f"{where}: {err.strerror or err}; {hint}"
 
 
 def warn(message: str) -> None:

@@ -60,11 +60,19 @@ class _Progress:
 @click.option("--merge", is_flag=True, help="Export the base with the adapter merged (sharded safetensors).")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
               help="Dtype of a merged export (default: the base's).")
-@click.option("--force", is_flag=True, help="Replace an existing --export folder (only after the new one is verified).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --export folder that logsage exported (it holds logsage_selection.json); "
+                   "the old one is removed only after the new one is verified.")
+@click.option("--force-any", is_flag=True,
+              help="With --force: replace an existing --export folder even if logsage did not write it. Never "
+                   "the run, a checkpoint, the base, the current directory or a filesystem root.")
 @click.option("--allow-pickle", is_flag=True,
               help="Consider and load checkpoints whose weights are pickle files (.bin/.pt), with "
                    "torch.load(weights_only=True).")
 @click.option("--trust-remote-code", is_flag=True, help="Let transformers run the model's own code from its folder.")
+@click.option("--carry-remote-code", is_flag=True,
+              help="Copy the base's own modelling code (*.py named by auto_map) into a merged export (default: "
+                   "left out, with a warning).")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
               help="Re-evaluation batch size (default: the run's per_device_eval_batch_size, else 8).")
 @click.option("--max-length", type=click.IntRange(min=2), default=None,
@@ -73,9 +81,9 @@ class _Progress:
 @json_option
 def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: int | None,
             eval_data: tuple[str, ...], base: str | None, export: str | None, merge: bool, dtype: str,
-            force: bool, allow_pickle: bool, trust_remote_code: bool, eval_batch_size: int | None,
-            max_length: int | None, eval_generate: tuple[str, ...], gen_metric: str, max_new_tokens: int | None,
-            select_by: str | None, as_json: bool) -> None:
+            force: bool, force_any: bool, allow_pickle: bool, trust_remote_code: bool, carry_remote_code: bool,
+            eval_batch_size: int | None, max_length: int | None, eval_generate: tuple[str, ...], gen_metric: str,
+            max_new_tokens: int | None, select_by: str | None, as_json: bool) -> None:
     """Choose RUN's checkpoint under a rule, re-evaluate it with the real model, and export it.
 
     Checkpoints are found under RUN as given; a missing, truncated, empty or
@@ -85,7 +93,9 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
     loaded once and the adapters swapped in turn. --export writes the winner
     atomically with a provenance file (logsage_selection.json); --merge writes the
     merged model as sharded safetensors, checked against base + adapter (logits)
-    before it is reported as done.
+    before it is reported as done. --force replaces only an earlier logsage export
+    (--force-any: any folder), and never the run, its checkpoints, the base, the
+    current directory or a filesystem root.
 
     \b
     Example:
@@ -99,6 +109,10 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
 
     if merge and not export:
         raise UsageError("--merge needs --export OUT (the folder to write the merged model to)")
+    if force_any and not force:
+        raise UsageError("--force-any goes with --force (it widens what --force may replace)")
+    if carry_remote_code and not merge:
+        raise UsageError("--carry-remote-code applies to merged exports; add --merge")
     if dtype != "auto" and not merge:
         raise UsageError("--dtype applies to merged exports; add --merge (an adapter is exported as trained)")
     _quiet_libraries()
@@ -107,7 +121,8 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
         result = select_checkpoint(
             run, rule, metric=metric, mode=mode, top_k=top_k, eval_data=list(eval_data) or None, base=base,
             export=export, merge=merge, dtype=None if dtype == "auto" else dtype, force=force,
-            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, eval_batch_size=eval_batch_size,
+            force_any=force_any, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+            carry_remote_code=carry_remote_code, eval_batch_size=eval_batch_size,
             max_length=max_length, progress=progress, warn=warn, eval_generate=list(eval_generate) or None,
             gen_metric=gen_metric, max_new_tokens=max_new_tokens, select_by=select_by)
     finally:

@@ -28,6 +28,7 @@ import numpy as np
 
 from logsage.core.errors import IngestError, UsageError
 from logsage.core.history import Cleanup, History, Series
+from logsage.core.runfolder import RUN_MANIFEST, checkpoint_step
 from logsage.ingest.readers.base import PRECISION_RANK, ReadContext, ReadResult
 
 # Detection order matters: the first reader that claims a file reads it.
@@ -59,7 +60,7 @@ _SUMMARY_FILES = {"all_results.json", "eval_results.json", "train_results.json",
                   "predict_results.json"}
 # Files that belong to a run but are not metric logs; listed as ignored, not as "skipped".
 _KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.json", "config.json",
-                   "training_args.bin", "logsage_run.json", "tokenizer.json", "tokenizer_config.json",
+                   "training_args.bin", RUN_MANIFEST, "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt",
                    ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml",
                    # a W&B run folder's companions (wandb-summary.json is read by the wandb-run reader)
@@ -117,7 +118,7 @@ def _head(path: Path) -> bytes:
 
 
 def _is_checkpoint_dir(name: str) -> bool:
-    return name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit()
+    return checkpoint_step(name) is not None  # the one checkpoint-name rule (logsage.core.runfolder)
 
 
 def _walk(root: Path) -> Iterable[Path]:
@@ -214,7 +215,7 @@ def load_history(
             if f.name in _SUMMARY_FILES:
                 _read_summary(f, history)
                 continue
-            if f.name == "logsage_run.json":
+            if f.name == RUN_MANIFEST:
                 history.meta.setdefault("manifest", str(f))
                 continue
             r = _reader_for(f, readers, history.cleanups)
@@ -233,12 +234,14 @@ def load_history(
 
     _merge(history, results)
 
-    from logsage.ingest.checkpoints import inventory  # local: only folders have checkpoints
+    from logsage.ingest.checkpoints import scan  # local: only folders have checkpoints
 
     if p.is_dir():
         from logsage.ingest.per_example import read_per_example
 
-        history.checkpoints = inventory(p)
+        found = scan(p)
+        history.checkpoints = found.checkpoints
+        history.cleanups.extend(Cleanup("skipped_file", why, file=path) for path, why in found.skipped)
         try:  # written by `logsage train` at every evaluation; used by the significance rule
             history.per_example = read_per_example(p)
         except IngestError as e:

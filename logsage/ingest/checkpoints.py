@@ -1,20 +1,37 @@
 """Checkpoint inventory: what is really on disk in a run folder, and whether each checkpoint is whole.
 
-`inventory(run_dir)` lists every `checkpoint-<step>/` folder directly under the run
-folder, in numeric step order (never string order: checkpoint-9000 comes before
-checkpoint-10000), and judges each one without loading any weights:
+`inventory(run_dir)` lists the checkpoints directly under the run folder, in numeric
+step order (never string order: checkpoint-9000 comes before checkpoint-10000), and
+judges each one without loading any weights. `scan(run_dir)` also returns what was
+left out and why (names that look like checkpoints but are not: `logsage.core.runfolder`),
+for the History's cleanups.
 
-* kind ``adapter``: `adapter_config.json` plus `adapter_model.safetensors` (or a
-  pickle `adapter_model.bin`); ``full``: `config.json` plus model weights (single
-  file or shards with an index); ``other``: neither (trainer state, optimizer or
-  DeepSpeed shards only).
-* whole: every weights file is present, each safetensors header parses and its
-  tensors end exactly where the file ends (a file cut short is caught here), every
-  shard named in an index exists, and an adapter holds at least one non-empty
-  tensor. `problem` says what is wrong otherwise, in words.
-* pickle-only weights (`.bin`/`.pt`) are checked as zip archives (torch's format)
-  without unpickling anything, and flagged `pickle=True`: logsage loads them only
-  with an explicit opt-in.
+Layouts (`Checkpoint.kind`):
+
+* ``checkpoint-<N>/`` (transformers, ms-swift, LLaMA-Factory, TRL; N in ASCII digits only,
+  the one rule of `logsage.core.runfolder`): kind ``adapter`` (`adapter_config.json` plus
+  `adapter_model.safetensors`, or a pickle `adapter_model.bin`), ``full`` (`config.json`
+  plus model weights, single file or shards with an index), ``other`` (trainer state,
+  optimizer, DeepSpeed `global_stepN/` shards only: a `global_stepN/` inside a
+  checkpoint-N folder is part of that checkpoint). Two folders for one step
+  (``checkpoint-12`` and ``checkpoint-012``) are a conflict: both are listed, neither is
+  whole, the problem names both;
+* ``global_step<N>/`` at the top level (DeepSpeed without transformers): ``deepspeed``,
+  ZeRO shards (pickle), listed with their step, never loaded;
+* ``epoch_<N>/`` (torchtune): ``torchtune_epoch``; its weights are judged as above, and
+  `step` holds the epoch number N (torchtune does not record the step in the name);
+* ``<NNNNNNN>_adapters.safetensors`` (MLX-LM, in the run folder or its ``adapters/``):
+  ``mlx_adapter``, the step from the name;
+* ``epoch=<E>-step=<S>[-vK].ckpt`` (PyTorch Lightning, in the run folder or its
+  ``checkpoints/``): ``lightning``, step S; a pickle: listed, checked as a zip archive,
+  never loaded.
+
+Judging: every weights file is present, each safetensors header is valid
+(`logsage.core.safetensors`: a cut-short file or a malformed header makes that one
+checkpoint "not whole", never an error for the run), every shard named in an index
+exists, and an adapter holds at least one non-empty tensor. Pickle weights
+(`.bin`/`.pt`/`.ckpt`) are checked as zip archives (torch's format) without unpickling
+anything, and flagged `pickle=True`: logsage loads them only with an explicit opt-in.
 
 Paths come from the folder the user gave; `best_model_checkpoint` and manifests are
 never trusted for locations (runs get moved and copied).
@@ -25,54 +42,25 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from logsage.core.history import Checkpoint
+from logsage.core.runfolder import checkpoint_step, conflict_problem, odd_checkpoint_name, step_conflicts
+from logsage.core.safetensors import header_problem
 
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+_DEEPSPEED = re.compile(r"global_step([0-9]+)", re.ASCII)
+_TORCHTUNE = re.compile(r"epoch_([0-9]+)", re.ASCII)
+_MLX = re.compile(r"([0-9]+)_adapters\.safetensors", re.ASCII)
+_LIGHTNING = re.compile(r"epoch=([0-9]+)-step=([0-9]+)(?:-v[0-9]+)?\.ckpt", re.ASCII)
+# Kinds whose weights logsage can export (the others are listed, never shipped).
+SHIPPABLE_KINDS = ("adapter", "full")
 
 
 def safetensors_problem(path: Path, *, require_tensors: bool = False) -> str | None:
     """None if `path` is a readable, complete safetensors file; else what is wrong, in words."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                return f"{path.name} is cut short ({size} bytes, no header)"
-            (n,) = struct.unpack("<Q", raw)
-            if n > _MAX_HEADER or 8 + n > size:
-                return f"{path.name} is cut short or corrupt (header of {n} bytes, file of {size})"
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return f"{path.name} has an unreadable header ({e.__class__.__name__})"
-    end = 0
-    numel_total = 0
-    n_tensors = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, stop = info["data_offsets"]
-            shape = info["shape"]
-        except (KeyError, TypeError, ValueError):
-            return f"{path.name}: tensor {name!r} has a malformed header entry"
-        n_tensors += 1
-        end = max(end, int(stop))
-        numel = 1
-        for d in shape:
-            numel *= int(d)
-        numel_total += numel
-    if 8 + n + end != size:
-        if 8 + n + end > size:
-            return f"{path.name} is cut short ({size} bytes, the header needs {8 + n + end})"
-        return f"{path.name} has {size - (8 + n + end)} unexpected trailing bytes"
-    if require_tensors and (n_tensors == 0 or numel_total == 0):
-        return f"{path.name} is empty (no tensor data)"
-    return None
+    return header_problem(path, require_tensors=require_tensors)
 
 
 def _zip_problem(path: Path) -> str | None:
@@ -98,8 +86,10 @@ def _weights_problem(ckpt: Path, stem: str, *, adapter: bool) -> tuple[list[str]
     if index.exists():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             return [index.name], f"{index.name} is unreadable", False
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            return [index.name], f"{index.name}: malformed weight_map (not an object of file names)", False
         shards = sorted(set(weight_map.values()))
         for shard in shards:
             p = ckpt / shard
@@ -137,21 +127,128 @@ def inspect_checkpoint(path: Path, step: int) -> Checkpoint:
             if weights:
                 return Checkpoint(step, str(path), "full", problem is None, problem, weights, is_pickle)
         return Checkpoint(step, str(path), "full", False, "config.json without model weights")
+    if any(_DEEPSPEED.fullmatch(p.name) for p in _subdirs(path)):
+        return Checkpoint(step, str(path), "other", False, "no model or adapter weights in this folder, only DeepSpeed "
+                          "global_stepN/ shards (pickle; convert them with DeepSpeed's zero_to_fp32.py)")
     return Checkpoint(step, str(path), "other", False, "no model or adapter weights in this folder")
 
 
-def inventory(run_dir: str | os.PathLike) -> list[Checkpoint]:
-    """All `checkpoint-<step>/` folders directly under `run_dir`, in numeric step order."""
-    root = Path(run_dir)
-    found: list[tuple[int, Path]] = []
+def _subdirs(path: Path) -> list[Path]:
     try:
-        entries = list(os.scandir(root))
+        return [Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
-    for e in entries:
-        m = _CKPT.match(e.name)
-        if m and e.is_dir():
-            found.append((int(m.group(1)), Path(e.path)))
-    found.sort(key=lambda t: t[0])
-    # Paths are reported under the folder as the user gave it.
-    return [inspect_checkpoint(root / p.name, step) for step, p in found]
+
+
+def _pickle_files(paths: list[Path]) -> tuple[list[str], str | None]:
+    """Names and the first problem of pickle files judged as torch zip archives (central directory only: cheap)."""
+    for p in paths:
+        try:
+            if p.stat().st_size == 0:
+                return [x.name for x in paths], f"{p.name} is empty"
+            with zipfile.ZipFile(p):
+                pass
+        except (OSError, zipfile.BadZipFile, ValueError):
+            return [x.name for x in paths], f"{p.name} is cut short or not a torch zip archive"
+    return [x.name for x in paths], None
+
+
+def _deepspeed(path: Path, step: int) -> Checkpoint:
+    files = sorted(p for p in path.glob("*.pt") if p.is_file())
+    if not files:
+        return Checkpoint(step, str(path), "deepspeed", False, "DeepSpeed folder without *.pt shards")
+    names, problem = _pickle_files(files)
+    return Checkpoint(step, str(path), "deepspeed", problem is None, problem, names, True)
+
+
+def _lightning(path: Path, step: int) -> Checkpoint:
+    names, problem = _pickle_files([path])
+    return Checkpoint(step, str(path), "lightning", problem is None, problem, names, True)
+
+
+def _mlx(path: Path, step: int) -> Checkpoint:
+    problem = safetensors_problem(path, require_tensors=True)
+    return Checkpoint(step, str(path), "mlx_adapter", problem is None, problem, [path.name], False)
+
+
+def _torchtune(path: Path, epoch: int) -> Checkpoint:
+    c = inspect_checkpoint(path, epoch)
+    return replace(c, kind="torchtune_epoch", whole=c.whole and c.kind in SHIPPABLE_KINDS,
+                   problem=c.problem if c.kind in SHIPPABLE_KINDS or c.problem else "no model or adapter weights")
+
+
+@dataclass
+class Scan:
+    """The checkpoints of a run folder, and the names that look like checkpoints but were not read as such."""
+
+    checkpoints: list[Checkpoint]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    conflicts: dict[int, list[str]] = field(default_factory=dict)  # step -> folder names
+
+
+# Where the other layouts' files live, relative to the run folder.
+_MLX_DIRS = ("", "adapters")
+_LIGHTNING_DIRS = ("", "checkpoints")
+# Listing order at one step: checkpoint-N first, so `History.checkpoint_at` finds it.
+_KIND_ORDER = {"deepspeed": 1, "torchtune_epoch": 2, "mlx_adapter": 3, "lightning": 4}
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def scan(run_dir: str | os.PathLike) -> Scan:
+    """Every checkpoint of `run_dir` in the layouts of the module docstring, in step order, with what was skipped."""
+    root = Path(run_dir)
+    found: list[Checkpoint] = []
+    skipped: list[tuple[str, str]] = []
+    top = _entries(root)
+    ckpt_names: list[str] = []
+    for e in top:
+        is_dir = e.is_dir()
+        step = checkpoint_step(e.name)
+        if step is not None and is_dir:
+            ckpt_names.append(e.name)
+            continue
+        odd = odd_checkpoint_name(e.name)
+        if odd and is_dir:
+            skipped.append((str(root / e.name), odd))
+            continue
+        if is_dir and (m := _DEEPSPEED.fullmatch(e.name)):
+            found.append(_deepspeed(root / e.name, int(m.group(1))))
+        elif is_dir and (m := _TORCHTUNE.fullmatch(e.name)):
+            found.append(_torchtune(root / e.name, int(m.group(1))))
+    for sub in _MLX_DIRS:
+        for e in (top if not sub else _entries(root / sub)):
+            if (m := _MLX.fullmatch(e.name)) and e.is_file():
+                found.append(_mlx(root / sub / e.name if sub else root / e.name, int(m.group(1))))
+    for sub in _LIGHTNING_DIRS:
+        for e in (top if not sub else _entries(root / sub)):
+            if (m := _LIGHTNING.fullmatch(e.name)) and e.is_file():
+                found.append(_lightning(root / sub / e.name if sub else root / e.name, int(m.group(2))))
+    conflicts = step_conflicts(ckpt_names)
+    for name in ckpt_names:
+        step = checkpoint_step(name)
+        c = inspect_checkpoint(root / name, step)  # paths under the folder as the user gave it
+        if step in conflicts:
+            c = replace(c, whole=False, problem=conflict_problem(step, conflicts[step]))
+        found.append(c)
+    found.sort(key=lambda c: (c.step, _KIND_ORDER.get(c.kind, 0), c.path))
+    return Scan(found, skipped, conflicts)
+
+
+def mark_conflicts(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    """`checkpoints` with every checkpoint-N folder that shares its step with another marked not whole (a conflict)."""
+    names = [os.path.basename(os.path.normpath(c.path)) for c in checkpoints]
+    conflicts = step_conflicts(names)
+    return [replace(c, whole=False, problem=conflict_problem(c.step, conflicts[c.step]))
+            if checkpoint_step(n) is not None and c.step in conflicts else c for c, n in zip(checkpoints, names)]
+
+
+def inventory(run_dir: str | os.PathLike) -> list[Checkpoint]:
+    """All checkpoints directly under `run_dir` (the layouts of the module docstring), in numeric step order."""
+    return scan(run_dir).checkpoints

@@ -24,16 +24,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from logsage.core.errors import IngestError
+from logsage.core.runfolder import PER_EXAMPLE_FILE, checkpoint_step, step_conflicts
 
-FILENAME = "per_example_eval_loss.jsonl"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+FILENAME = PER_EXAMPLE_FILE
 
 
 def read_per_example_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -75,13 +74,13 @@ def read_per_example(run_dir: str | os.PathLike) -> dict[int, dict[str, np.ndarr
     out: dict[int, dict[str, np.ndarray]] = {}
     if not root.is_dir():
         return out
-    for child in root.iterdir():
-        m = _CHECKPOINT.match(child.name)
-        if not m or not child.is_dir():
-            continue
+    children = [c for c in root.iterdir() if checkpoint_step(c.name) is not None and c.is_dir()]
+    conflicts = step_conflicts(c.name for c in children)  # two folders for one step: neither is that step's
+    for child in children:
+        step = checkpoint_step(child.name)
         f = child / FILENAME
-        if f.is_file():
-            out[int(m.group(1))] = read_per_example_file(f)
+        if step not in conflicts and f.is_file():
+            out[step] = read_per_example_file(f)
     return dict(sorted(out.items()))
 
 

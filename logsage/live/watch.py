@@ -57,6 +57,7 @@ import numpy as np
 
 from logsage.core.errors import IngestError, LogsageError, UsageError
 from logsage.core.history import History, Series, json_safe
+from logsage.core.runfolder import RUN_MANIFEST, checkpoint_step
 
 # How each reader's files grow.
 _LINE_FORMATS = {"swift", "llamafactory", "mlflow"}
@@ -231,7 +232,7 @@ class _NewestState(_Rewritten):
 def _ckpt_step(p: Path) -> int | None:
     """N for a checkpoint-N/trainer_state.json, None for any other file."""
     name = p.parent.name
-    return int(name[len("checkpoint-"):]) if _is_checkpoint_dir(name) else None
+    return checkpoint_step(name)
 
 
 class _Appended(_Follower):
@@ -452,7 +453,7 @@ class _Inventory:
                             mtime = e.stat().st_mtime_ns
                         except OSError:
                             continue
-                        found.append((int(e.name[len("checkpoint-"):]), e.name, mtime))
+                        found.append((checkpoint_step(e.name), e.name, mtime))
         except OSError:
             return []
         found.sort()
@@ -465,11 +466,11 @@ class _Inventory:
                 self.n_inspected += 1
             known[name] = held
         self._known = known
-        return [c for _, c in known.values()]
+        return checkpoints.mark_conflicts([c for _, c in known.values()])  # two folders, one step: neither
 
 
 def _is_checkpoint_dir(name: str) -> bool:
-    return name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit()
+    return checkpoint_step(name) is not None  # the one checkpoint-name rule (logsage.core.runfolder)
 
 
 # ====================================================================== the watcher
@@ -527,7 +528,7 @@ class Watcher:
         if self.root.is_file():
             files = [self.root]
         elif self.root.is_dir():
-            files = [f for f in self._walk() if f.name not in _SUMMARY_FILES and f.name != "logsage_run.json"]
+            files = [f for f in self._walk() if f.name not in _SUMMARY_FILES and f.name != RUN_MANIFEST]
         else:
             return  # not there yet: training has not written it
         for f in files:

@@ -69,6 +69,7 @@ from logsage.core.errors import LogsageError, MetricNotFound, RuleConfigError
 from logsage.core.history import History, json_safe
 from logsage.core.names import canonical_name, default_mode
 from logsage.core.objective import Objective, check_mode, orient, resolve_objective
+from logsage.core.runfolder import checkpoint_name
 from logsage.replay import scoring
 from logsage.rules.base import (
     COMMON_PARAMS,
@@ -455,8 +456,8 @@ def _checkpoint_problem(ctx: _RunContext, step: int) -> str:
     """Why the evaluation at `step` has no whole checkpoint, in words naming the folder."""
     c = ctx.history.checkpoint_at(step)
     if c is None:
-        return f"checkpoint-{step} is missing"
-    name = os.path.basename(os.path.normpath(c.path)) or f"checkpoint-{step}"
+        return f"{checkpoint_name(step)} is missing"
+    name = os.path.basename(os.path.normpath(c.path)) or checkpoint_name(step)
     return f"{name}: {c.problem or 'not whole'}"
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from logsage.core.history import History
+from logsage.core.runfolder import checkpoint_label
 from logsage.report.figures import (ParetoFigure, RunFigure, esc, fmt, pareto_figure, pct, rule_colors, rule_label,
                                     run_figure, run_message, same_stops)
 from logsage.report.png import Canvas, png_pareto, png_run, pyplot
@@ -354,11 +355,11 @@ def _inventory_html(h: History, fig: RunFigure) -> str:
     broken = [c for c in h.checkpoints if not c.whole]
     without = [s for s, st in fig.checkpoints.items() if st == "none"]
     items = [f"<li><b>whole</b> ({len(whole)}): "
-             + (", ".join(f"checkpoint-{c.step} <span class=\"dim\">({esc(c.kind)})</span>" for c in whole) or "none")
+             + (", ".join(f"{esc(checkpoint_label(c))} <span class=\"dim\">({esc(c.kind)})</span>" for c in whole) or "none")
              + "</li>"]
     if broken:
         items.append(f"<li class=\"warn\"><b>not whole</b> ({len(broken)}): " + "; ".join(
-            f"checkpoint-{c.step}: {esc(c.problem or 'incomplete')}" for c in broken) + "</li>")
+            f"{esc(checkpoint_label(c))}: {esc(c.problem or 'incomplete')}" for c in broken) + "</li>")
     if without:
         shown = ", ".join(str(s) for s in without[:30]) + (" …" if len(without) > 30 else "")
         items.append(f"<li><b>evaluations without a checkpoint</b> ({len(without)}): steps {shown}</li>")

@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from logsage.core.errors import CheckpointError, DataError, LogsageError, UsageError
+from logsage.core.runfolder import checkpoint_name
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 2048
@@ -412,10 +413,10 @@ def evaluate_checkpoints(
                 trust_remote_code=trust_remote_code, on_load=lambda what, s: loads.append((what, s))):
             t0 = time.perf_counter()
             if data is not None:
-                per = eval_loss_of(model, examples, settings, pad_id, device, tick(f"checkpoint-{step}"))
+                per = eval_loss_of(model, examples, settings, pad_id, device, tick(checkpoint_name(step)))
                 results.append(_result(step, path, per, ready_s + time.perf_counter() - t0))
             if generation is not None:
-                gens.append(generation.run(model, tokenizer, device, step, tick(f"checkpoint-{step} generate")))
+                gens.append(generation.run(model, tokenizer, device, step, tick(f"{checkpoint_name(step)} generate")))
     base_load_s = next((s for what, s in loads if what == "base"), None)
     order = {s: i for i, (s, _, _) in enumerate(items)}
     results.sort(key=lambda r: order[r.step])

@@ -10,6 +10,22 @@ refused unless `force`; with `force` the old OUT is renamed away, the new one mo
 in, and only then the old one deleted (if the process dies in between, the next run
 puts the old one back).
 
+What `force` may replace (`check_export_target`, run before anything is loaded, and
+again right before the new folder is moved in): only a folder that logsage itself
+exported (it holds a `logsage_selection.json` with an ``export`` record); any other
+folder only with `force_any` (`--force-any`). Never, with any flag: a folder that is,
+contains or lies inside a checkpoint, base model or run being read (the `protect`
+paths), the current directory, the home directory or a filesystem root (mount
+point). Paths are compared after resolving symbolic links, and as written.
+
+Remote code: a base with `auto_map` comes with its own modelling code
+(`modeling_*.py`, ...). That code is never copied into a merged export unless
+`carry_remote_code` (`--carry-remote-code`); without it the export says what it left
+out.
+
+Write failures (a full disk, a read-only filesystem, a folder the user cannot write)
+are one-line `ExportError`s naming the path; the temporary folder is removed.
+
 * adapter export: `adapter_config.json` and the adapter weights (copied
   byte-for-byte; pickle weights, with `allow_pickle`, are loaded with
   `torch.load(weights_only=True)` and written as safetensors), tokenizer files and
@@ -36,17 +52,16 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from logsage.core.errors import CheckpointError, ExportError
+from logsage.core.runfolder import SELECTION_FILE
+from logsage.ship.atomic import check_export_target, clean_stale, fsync_tree, publish, side_name, write_failure
 
-PROVENANCE_NAME = "logsage_selection.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "vocab.txt",
                    "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
@@ -60,83 +75,6 @@ LOGIT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 # Compare in float32 when a float32 copy of the model fits this many bytes; else in the export dtype.
 FP32_CHECK_MAX_BYTES = 4 * 1024**3
 
-_STRAY = re.compile(r"^\.(?P<name>.+)\.logsage-(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
-
-
-# ====================================================================== atomic folders
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def clean_stale(out: Path) -> list[str]:
-    """Remove the temporary folders that dead logsage processes left beside `out` (ours only, by name and pid).
-
-    A leftover old copy from an interrupted --force replace is put back when `out` is gone.
-    Returns what was done, in words.
-    """
-    done: list[str] = []
-    parent = out.parent
-    if not parent.is_dir():
-        return done
-    for p in sorted(parent.iterdir()):
-        m = _STRAY.match(p.name)
-        if not m or m["name"] != out.name or not p.is_dir() or _pid_alive(int(m["pid"])):
-            continue
-        if m["kind"] == "old" and not out.exists():
-            os.rename(p, out)
-            done.append(f"restored {out} from {p.name}, left by an interrupted --force export")
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-            done.append(f"removed {p.name}, left by an interrupted export (process {m['pid']})")
-    return done
-
-
-def _side_name(out: Path, kind: str) -> Path:
-    return out.parent / f".{out.name}.logsage-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _publish(tmp: Path, out: Path, *, force: bool) -> None:
-    """Move the finished temporary folder to `out` (replacing it only with `force`)."""
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise ExportError(f"{out} appeared during the export; left untouched (pass --force to replace it)")
-        old = _side_name(out, "old")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        _fsync_dir(out.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
-        _fsync_dir(out.parent)
 
 
 # ====================================================================== helpers
@@ -361,8 +299,11 @@ def export_checkpoint(
     merge: bool = False,
     dtype: str | None = None,
     force: bool = False,
+    force_any: bool = False,
+    protect: Sequence[str | os.PathLike] = (),
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    carry_remote_code: bool = False,
     provenance: dict[str, Any] | None = None,
     manifest: dict[str, Any] | None = None,
     max_shard_bytes: int | None = None,
@@ -374,10 +315,14 @@ def export_checkpoint(
 
     Args:
         checkpoint: the checkpoint folder.
-        out: the export folder; refused when it exists, unless `force`.
+        out: the export folder; refused when it exists, unless `force` (see `check_export_target`).
         kind: "adapter" or "full" (the inventory's kind).
         base_dir: the base model folder (needed for `merge`; its tokenizer is the fallback).
+        force: replace an existing OUT that logsage exported; `force_any`: replace any other folder too.
+        protect: more folders being read (the run); with the checkpoint and the base, never replaced.
         merge: merge the adapter into the base (sharded safetensors) instead of exporting the adapter.
+        carry_remote_code: copy a base's own modelling code (`*.py` of a config with auto_map) into a
+            merged export; without it that code is left out and a warning says so.
         dtype: merged output dtype (auto, bf16, fp16, fp32).
         provenance: what the caller knows (run, rule, parameters, selected_step, metrics...); written to
             `logsage_selection.json` with the files' sha256 and the library versions.
@@ -391,9 +336,28 @@ def export_checkpoint(
         ExportError: OUT exists without `force`, a verification failed, or the merge cannot be done.
         CheckpointError: the checkpoint or base is damaged, empty, or pickle without `allow_pickle`.
     """
-    from logsage.ship import merge as merging
     checkpoint, out = Path(checkpoint), Path(out)
     base = Path(base_dir) if base_dir is not None else None
+    protected = [checkpoint, *([base] if base is not None else []), *protect]
+    # First, before anything is loaded or written: what OUT may be.
+    check_export_target(out, protect=protected, force=force, force_any=force_any)
+    try:
+        return _export(checkpoint, out, kind=kind, base=base, merge=merge, dtype=dtype, force=force,
+                       force_any=force_any, protected=protected, allow_pickle=allow_pickle,
+                       trust_remote_code=trust_remote_code, carry_remote_code=carry_remote_code,
+                       provenance=provenance, manifest=manifest, max_shard_bytes=max_shard_bytes,
+                       verify_logits=verify_logits, progress=progress, warn=warn)
+    except OSError as e:  # a full disk, a read-only filesystem, a folder we may not write
+        raise write_failure(out, e) from None
+
+
+def _export(checkpoint: Path, out: Path, *, kind: str, base: Path | None, merge: bool, dtype: str | None,
+            force: bool, force_any: bool, protected: list, allow_pickle: bool, trust_remote_code: bool,
+            carry_remote_code: bool, provenance: dict[str, Any] | None, manifest: dict[str, Any] | None,
+            max_shard_bytes: int | None, verify_logits: bool, progress: Callable[[str, int, int], None] | None,
+            warn: Callable[[str], None] | None) -> ExportResult:
+    from logsage.ship import merge as merging
+
     warnings: list[str] = []
 
     def note(msg: str) -> None:
@@ -403,17 +367,12 @@ def export_checkpoint(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     cleaned = clean_stale(out)
-    if (out.exists() or out.is_symlink()) and not force:
-        raise ExportError(f"{out} already exists; left untouched - pass --force to replace it (the old folder is "
-                          "removed only after the new export is complete and verified)")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder; remove it or choose another --export path")
     if merge and kind != "adapter":
         raise ExportError(f"{checkpoint} holds a full model, not an adapter; there is nothing to merge (drop --merge)")
     if merge and base is None:
         raise CheckpointError(f"{checkpoint}: a merged export needs the base model; pass --base")
 
-    tmp = _side_name(out, "tmp")
+    tmp = side_name(out, "tmp")
     tmp.mkdir()
     try:
         verification: dict[str, Any] = {}
@@ -464,9 +423,14 @@ def export_checkpoint(
                 verification["logits"] = "skipped (verify_logits=False)"
             shutil.rmtree(with_work, ignore_errors=True)
             config = json.loads((base / "config.json").read_text())
-            if config.get("auto_map"):  # custom modelling code travels with the weights
-                for py in base.glob("*.py"):
+            code = sorted(base.glob("*.py")) if config.get("auto_map") else []
+            if code and carry_remote_code:  # asked: the base's own modelling code travels with the weights
+                for py in code:
                     shutil.copy2(py, tmp / py.name)
+            elif code:  # never carry code that would run on load unless the user asked for it
+                note(f"{base} has its own modelling code ({', '.join(p.name for p in code[:3])}"
+                     f"{', ...' if len(code) > 3 else ''}, named by auto_map); not copied into the export - pass "
+                     "--carry-remote-code to include it")
             export_kind = "merged"
         elif kind == "adapter":
             _, verification = _write_adapter(checkpoint, tmp, allow_pickle=allow_pickle)
@@ -496,9 +460,9 @@ def export_checkpoint(
         doc["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         from logsage.core.history import json_safe
 
-        (tmp / PROVENANCE_NAME).write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
-        _fsync_tree(tmp)  # everything on disk before the rename makes it visible as OUT
-        _publish(tmp, out, force=force)
+        (tmp / SELECTION_FILE).write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+        fsync_tree(tmp)  # everything on disk before the rename makes it visible as OUT
+        publish(tmp, out, force=force, force_any=force_any, protect=protected)
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

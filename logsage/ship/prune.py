@@ -11,18 +11,21 @@ delete). What can be kept:
 * ``last``: the newest whole checkpoint (to resume from);
 * explicit steps: ``500`` or ``checkpoint-500``.
 
-Only folders named `checkpoint-<N>` directly inside the run folder are ever deleted;
+Only folders named `checkpoint-<N>` directly inside the run folder are ever deleted
+(the one name rule of `logsage.core.runfolder`: ASCII digits, nothing around them);
 a checkpoint that is a symbolic link, or that resolves outside the run folder, is
-left alone and reported. Nothing else in the run (logs, the manifest, trainer state,
-exports) is touched. A keep list that matches no checkpoint is refused rather than
-deleting every checkpoint.
+left alone and reported, and so are the two folders of a step conflict
+(``checkpoint-12`` and ``checkpoint-012``) and the other layouts the inventory lists
+(DeepSpeed, torchtune, MLX, Lightning files). A checkpoint newer than the last step
+the log knows may still be being written: it is kept, and the plan says so. Nothing
+else in the run (logs, the manifest, trainer state, exports) is touched. A keep list
+that matches no checkpoint is refused rather than deleting every checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +33,9 @@ from typing import Any, Sequence
 
 from logsage.core.errors import CheckpointError, LogsageError, UsageError
 from logsage.core.history import History
+from logsage.core.runfolder import checkpoint_name, checkpoint_step
 
 KEEP_WORDS = ("selected", "best", "last")
-_STEP = re.compile(r"^(?:checkpoint-)?(\d+)$")
 
 
 @dataclass
@@ -70,9 +73,9 @@ def parse_keep(items: str | Sequence[str]) -> list[str | int]:
             word = raw.strip()
             if not word:
                 continue
-            m = _STEP.match(word)
-            if m:
-                out.append(int(m.group(1)))
+            step = checkpoint_step(word) if not word.isascii() or not word.isdigit() else int(word)
+            if step is not None:
+                out.append(step)
             elif word.lower() in KEEP_WORDS:
                 out.append(word.lower())
             else:
@@ -136,7 +139,7 @@ def plan_prune(history: History, keep: Sequence[str | int], *, rule: str | None 
         if isinstance(item, int):
             if item not in by_step:
                 have = ", ".join(str(s) for s in sorted(by_step))
-                raise UsageError(f"--keep {item}: no checkpoint-{item} in {history.path} (have: {have})")
+                raise UsageError(f"--keep {item}: no {checkpoint_name(item)} in {history.path} (have: {have})")
             add(item, "asked")
         elif item == "selected":
             if not rule:
@@ -164,8 +167,14 @@ def plan_prune(history: History, keep: Sequence[str | int], *, rule: str | None 
             if with_pickle != plain:
                 add(with_pickle, "best logged (pickle weights)")
         elif item == "last":
-            whole = [c.step for c in checkpoints if c.whole]
+            whole = [c.step for c in checkpoints if c.whole and checkpoint_step(Path(c.path).name) is not None]
             add(max(whole) if whole else None, "newest whole")
+    # A checkpoint past the last step the log knows may still be being written: never delete it.
+    logged = _last_logged_step(history)
+    if logged is not None:
+        for c in checkpoints:
+            if c.step > logged and checkpoint_step(Path(c.path).name) is not None:
+                add(c.step, f"newer than the log's last step {logged} (may still be being written)")
     if not why:
         raise CheckpointError(f"{history.path}: --keep {','.join(map(str, keep))} matches no checkpoint "
                               "(none is whole?); refusing to delete every checkpoint")
@@ -174,11 +183,18 @@ def plan_prune(history: History, keep: Sequence[str | int], *, rule: str | None 
     for c in checkpoints:
         path = Path(c.path)
         entry: dict[str, Any] = {"step": c.step, "path": c.path}
+        if checkpoint_step(path.name) is None:  # another layout (DeepSpeed, torchtune, MLX, Lightning)
+            plan.left_alone.append({**entry, "reason": f"a {c.kind} checkpoint; prune deletes only checkpoint-N "
+                                                       "folders"})
+            continue
         if path.is_symlink():
             plan.left_alone.append({**entry, "reason": "is a symbolic link; left alone"})
             continue
-        if path.resolve().parent != root or not re.fullmatch(r"checkpoint-\d+", path.name):
+        if path.resolve().parent != root:
             plan.left_alone.append({**entry, "reason": "not a checkpoint folder directly inside the run; left alone"})
+            continue
+        if (c.problem or "").startswith("conflict:"):
+            plan.left_alone.append({**entry, "reason": f"{c.problem}; left alone"})
             continue
         entry["bytes"] = folder_bytes(path)
         if c.step in why:
@@ -195,8 +211,14 @@ def plan_prune(history: History, keep: Sequence[str | int], *, rule: str | None 
     return plan
 
 
+def _last_logged_step(history: History) -> int | None:
+    """The last step any series of the log reaches (None: the log has no points)."""
+    last = [int(s.steps[-1]) for s in history.series.values() if len(s.steps)]
+    return max(last) if last else None
+
+
 def _manifest_status(run_dir: Path) -> str | None:
-    from logsage.ship.select import read_manifest
+    from logsage.ship.runfacts import read_manifest
 
     try:
         m = read_manifest(run_dir)
@@ -227,7 +249,7 @@ def prune(run: str | os.PathLike, keep: str | Sequence[str | int], *, rule: str 
     for d in plan.delete:
         path = Path(d["path"])
         # Re-check right before deleting: the plan was made from a listing that may be stale.
-        if path.is_symlink() or path.resolve().parent != root or not re.fullmatch(r"checkpoint-\d+", path.name):
+        if path.is_symlink() or path.resolve().parent != root or checkpoint_step(path.name) is None:
             plan.left_alone.append({"step": d["step"], "path": d["path"],
                                     "reason": "changed since planning; left alone"})
             continue

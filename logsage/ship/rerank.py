@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from logsage.core.runfolder import CHECKPOINT_PREFIX
 from logsage.core.errors import CheckpointError, UsageError
 
 
@@ -25,8 +26,8 @@ def parse_steps(spec: str | None) -> list[int] | None:
         return None
     steps = []
     for part in spec.split(","):
-        part = part.strip().removeprefix("checkpoint-")
-        if not part.isdigit():
+        part = part.strip().removeprefix(CHECKPOINT_PREFIX)
+        if not (part.isascii() and part.isdigit()):  # int() would also take "١٢" (Arabic-Indic digits)
             raise UsageError(f"--checkpoints {spec}: {part!r} is not a step; give steps like 200,400,600 (or all)")
         steps.append(int(part))
     if len(set(steps)) != len(steps):
@@ -56,8 +57,9 @@ def evaluate_run(
     """The re-evaluation of `checkpoints` (steps; default every usable one) of `run` as a JSON-able dict."""
     from logsage.core.objective import resolve_objective
     from logsage.ingest import load_history
-    from logsage.ship.select import (MANIFEST_NAME, manifest_eval_data, read_manifest, resolve_base,
-                                     usable_problem)
+    from logsage.core.runfolder import RUN_MANIFEST
+    from logsage.ship.runfacts import manifest_eval_data, read_manifest, resolve_base
+    from logsage.ship.select import usable_problem
 
     run_dir = Path(run)
     if not run_dir.is_dir():
@@ -101,7 +103,7 @@ def evaluate_run(
             note(w)
     if source is None and generation is None:
         raise UsageError(f"{run}: nothing to evaluate with: pass --eval-data and/or --eval-generate "
-                         f"(the run has no {MANIFEST_NAME} naming an eval set)")
+                         f"(the run has no {RUN_MANIFEST} naming an eval set)")
     logged: dict[int, float | None] = {}
     metric_name = None
     try:

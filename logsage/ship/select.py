@@ -24,7 +24,6 @@ peft are imported only inside those steps, so choosing alone is cheap.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from typing import Any, Callable, Sequence
 
 from logsage.core.errors import CheckpointError, LogsageError, UsageError
 from logsage.core.history import Checkpoint, History, json_safe
+from logsage.core.runfolder import checkpoint_name
+from logsage.ship.runfacts import base_warning, manifest_eval_data, read_manifest, resolve_base
 
-MANIFEST_NAME = "logsage_run.json"
 
 
 # ====================================================================== candidates
@@ -83,12 +83,21 @@ def pickle_problem(c: Checkpoint) -> str:
             "pass --allow-pickle to consider it (loaded with torch.load(weights_only=True))")
 
 
+# Checkpoint layouts the inventory lists but logsage does not export (logsage.ingest.checkpoints).
+_NOT_SHIPPABLE = {
+    "deepspeed": "DeepSpeed ZeRO shards (pickle); convert them with DeepSpeed's zero_to_fp32.py, then select the result",
+    "lightning": "a PyTorch Lightning .ckpt (a pickle); logsage lists it but never loads it",
+    "mlx_adapter": "an MLX-LM adapter file; fuse or convert it with mlx_lm, logsage does not export MLX adapters",
+    "torchtune_epoch": "a torchtune epoch folder (named by epoch, not step); export it by hand",
+}
+
+
 def usable_problem(c: Checkpoint, *, allow_pickle: bool) -> str | None:
     """Why a checkpoint cannot be shipped (None: it can)."""
     if not c.whole:
         return c.problem or "not whole"
     if c.kind not in ("adapter", "full"):
-        return c.problem or "no model or adapter weights"
+        return c.problem or _NOT_SHIPPABLE.get(c.kind, "no model or adapter weights")
     if c.pickle and not allow_pickle:
         return pickle_problem(c)
     return None
@@ -105,7 +114,7 @@ def _usable_history(history: History, allow_pickle: bool) -> History:
 
 
 def _name(c: Checkpoint) -> str:
-    return os.path.basename(os.path.normpath(c.path)) or f"checkpoint-{c.step}"
+    return os.path.basename(os.path.normpath(c.path)) or checkpoint_name(c.step)
 
 
 def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric: str | None = None,
@@ -166,7 +175,9 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
     if rule_step is not None and history.checkpoint_at(rule_step) is None:
         rule_step = None  # a run without inventory selects over evaluations; never here (checked above)
 
-    by_step = {c.step: c for c in usable.checkpoints}
+    by_step: dict[int, Checkpoint] = {}
+    for c in usable.checkpoints:  # one step, several layouts: the first listed (checkpoint-N) stands for it
+        by_step.setdefault(c.step, c)
     good = [c for c in usable.checkpoints if c.whole and c.step in value_at and math.isfinite(value_at[c.step])]
     oriented = {c.step: (value_at[c.step] if objective.mode == "min" else -value_at[c.step]) for c in good}
     ranked = sorted(good, key=lambda c: (oriented[c.step], c.step))
@@ -178,7 +189,7 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
     if best is not None and best not in rank_of and not already_said:
         orig = history.checkpoint_at(best)
         what = "is missing" if orig is None else (usable_problem(orig, allow_pickle=allow_pickle) or "is not usable")
-        name = f"checkpoint-{best}" if orig is None else _name(orig)
+        name = checkpoint_name(best) if orig is None else _name(orig)
         instead = ranked[0].step if ranked else None
         notes.append(f"the logged best {objective.metric} ({value_at.get(best):.6g} at step {best}) has no usable "
                      f"checkpoint: {name} {what}" + (f"; the best usable checkpoint is step {instead}"
@@ -207,146 +218,11 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
 
 
 def _nothing_usable(history: History, excluded: list[dict[str, Any]], decision: Any) -> str:
-    listed = "; ".join(f"checkpoint-{e['step']}: {e['problem']}" for e in excluded[:4])
+    listed = "; ".join(f"{os.path.basename(os.path.normpath(e['path']))}: {e['problem']}" for e in excluded[:4])
     more = f" (+{len(excluded) - 4} more)" if len(excluded) > 4 else ""
     why = f" ({decision.note})" if decision.note else (f" ({decision.reason})" if not decision.decidable else "")
     return (f"{history.path}: no usable checkpoint to select{why}; {listed or 'no checkpoint has a logged value'}"
             f"{more}")
-
-
-# ====================================================================== run facts
-def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The `logsage train` manifest of a run folder (RUN/logsage_run.json), or None when there is none.
-
-    Read as plain JSON so that this works without the training extras installed.
-    """
-    path = Path(run_dir) / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise CheckpointError(f"{path}: unreadable manifest; fix or remove it") from None
-    return data if isinstance(data, dict) else None
-
-
-def manifest_base(manifest: dict[str, Any] | None) -> str | None:
-    """The base model a `logsage train` manifest names: its local folder, else its hub id."""
-    if not manifest:
-        return None
-    model = manifest.get("model")
-    if isinstance(model, dict):
-        if model.get("kind") == "full":
-            return None  # a full fine-tune's checkpoints are whole models
-        return model.get("path") or model.get("name")
-    if isinstance(model, str):
-        return model
-    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    return cfg.get("model")
-
-
-def _data_path(f: str, run_dir: Path, abs_path: str | None = None) -> str:
-    """A data path recorded at training time: as given (relative to where training ran), else its
-    recorded absolute path, else beside the run."""
-    p = Path(f)
-    if p.exists() or p.is_absolute():
-        return str(p)
-    if abs_path and Path(abs_path).exists():
-        return abs_path
-    for root in (run_dir, run_dir.parent):
-        if (root / p).exists():
-            return str(root / p)
-    return str(p)
-
-
-def manifest_eval_data(manifest: dict[str, Any] | None, run_dir: Path) -> tuple[Any, list[str]]:
-    """(the eval set a manifest names as a `logsage.ship.evaluate.EvalData`, or None; warnings).
-
-    Eval files when the run had --eval-data, else the split it held out of its
-    training files (same files, split and seed). A file whose sha256 differs from the
-    one recorded is named in a warning.
-    """
-    if not manifest or not isinstance(manifest.get("config"), dict):
-        return None, []
-    from logsage.ship.evaluate import EvalData
-    from logsage.ship.export import sha256_file
-
-    cfg = manifest["config"]
-    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
-    warnings: list[str] = []
-    recorded = {e.get("path"): e.get("sha256") for e in (data.get("train") or []) + (data.get("eval") or [])
-                if isinstance(e, dict)}
-    if cfg.get("eval_data"):
-        files, split = [str(f) for f in cfg["eval_data"]], None
-    elif cfg.get("data") and data.get("eval_split") is not None:
-        files, split = [str(f) for f in cfg["data"]], float(data["eval_split"])
-    else:
-        return None, []
-    absolute = {e.get("path"): e.get("abs_path") for e in (data.get("train") or []) + (data.get("eval") or [])
-                if isinstance(e, dict)}
-    resolved = [_data_path(f, run_dir, absolute.get(f)) for f in files]
-    missing = [f for f in resolved if not Path(f).is_file()]
-    if missing:
-        return None, [f"{MANIFEST_NAME} names the eval data {missing[0]}, which is not found from here (nor beside "
-                      f"the run); pass --eval-data to re-evaluate"]
-    for given, path in zip(files, resolved):
-        want = recorded.get(given)
-        if want and Path(path).is_file() and sha256_file(Path(path)) != want:
-            warnings.append(f"{path}: changed since training (sha256 differs from the manifest); the re-evaluated "
-                            "loss will not match the logged one")
-    split_value: float | None = None
-    if split is not None:
-        split_value = int(split) if split >= 1 else split
-    ids = data.get("eval_ids") if split is not None else None
-    return EvalData(files=resolved, split=split_value, seed=int(cfg.get("seed", 42)), expected_ids=ids), warnings
-
-
-def resolve_base(base: str | None, adapter_dir: Path | None, run_dir: Path,
-                 manifest: dict[str, Any] | None) -> tuple[Path, str]:
-    """(base model folder, where its name came from): --base, else the adapter's config, else the manifest.
-
-    A name is tried as a local folder (as given, then relative to the run and the
-    adapter folders), then in the local Hugging Face cache (never downloaded).
-    """
-    tried: list[str] = []
-    sources: list[tuple[str | None, str]] = [(base, "--base")]
-    if adapter_dir is not None and (adapter_dir / "adapter_config.json").exists():
-        try:
-            cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-        except (OSError, ValueError):
-            cfg = {}
-        sources.append((cfg.get("base_model_name_or_path"), f"{adapter_dir.name}/adapter_config.json"))
-    sources.append((manifest_base(manifest), MANIFEST_NAME))
-    for name, source in sources:
-        if not name:
-            continue
-        for cand in (Path(name), run_dir / name, *( [adapter_dir / name] if adapter_dir else [])):
-            if cand.is_dir() and (cand / "config.json").exists():
-                return cand, source
-        cached = _hf_cache(name)
-        if cached is not None:
-            return cached, source
-        tried.append(f"{name!r} (from {source})")
-        if source == "--base":  # an explicit --base that does not exist is an error, not a fallback
-            raise UsageError(f"--base {name}: no model folder (with config.json) there and not in the local "
-                             "Hugging Face cache; pass the folder of the base model")
-    if tried:
-        raise CheckpointError(f"base model not found locally: tried {', '.join(tried)}; pass --base with the "
-                              "folder of the base model (download it first if needed)")
-    raise CheckpointError(f"{run_dir}: the base model is not named anywhere (no --base, no base_model_name_or_path "
-                          "in adapter_config.json, no manifest); pass --base")
-
-
-def _hf_cache(name: str) -> Path | None:
-    if name.count("/") != 1 or name.startswith((".", "/")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        p = Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not cached, or huggingface_hub missing: not a local model
-        return None
-    return p if (p / "config.json").exists() else None
 
 
 # ====================================================================== select + evaluate + export
@@ -438,8 +314,10 @@ def select_checkpoint(
     merge: bool = False,
     dtype: str | None = None,
     force: bool = False,
+    force_any: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    carry_remote_code: bool = False,
     eval_batch_size: int | None = None,
     max_length: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
@@ -461,10 +339,14 @@ def select_checkpoint(
             named in the run's manifest; with neither, re-evaluation is skipped and the result says so.
         base: the base model folder (default: the adapter's config, then the manifest).
         export: write the selected checkpoint here (atomically; refused when it exists, unless `force`).
+            Never the run, a folder around it or inside it, the current directory or a filesystem root
+            (checked before anything is loaded: `logsage.ship.export.check_export_target`).
+        force: replace an existing export folder that logsage wrote; `force_any`: any other folder too.
         merge: export the base with the adapter merged (sharded safetensors) instead of the adapter.
         dtype: merged export dtype (auto, bf16, fp16, fp32); default: the base's.
         allow_pickle: consider and load pickle-only checkpoints (torch.load(weights_only=True)).
         trust_remote_code: passed to transformers when loading models and tokenizers.
+        carry_remote_code: copy a base's own modelling code (auto_map) into a merged export.
         eval_batch_size, max_length: re-evaluation settings (default: the manifest's, else 8 and 2048).
         progress: called as (label, done, total) during re-evaluation and export.
         warn: called with each warning as it happens (the result lists them too).
@@ -479,7 +361,16 @@ def select_checkpoint(
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise UsageError(f"{run}: not a run folder; select needs the folder that holds the checkpoint-N folders")
+    if export is not None:  # before anything is read or loaded: never an export over what we read
+        from logsage.ship.atomic import check_export_target
+
+        check_export_target(export, protect=[run_dir], force=force, force_any=force_any)
     history = load_history(run)
+    if export is not None:  # checkpoints may be symbolic links to folders elsewhere: those are read too
+        from logsage.ship.atomic import check_export_target
+
+        check_export_target(export, protect=[run_dir, *(c.path for c in history.checkpoints)], force=force,
+                            force_any=force_any)
     selection = choose_candidates(history, rule, metric=metric, mode=mode, top_k=top_k, allow_pickle=allow_pickle)
     manifest = read_manifest(run_dir)
     generation = None
@@ -518,6 +409,9 @@ def select_checkpoint(
     if needs_base and (eval_source is not None or generation is not None or (export is not None and merge) or base):
         base_dir, source = resolve_base(base, first, run_dir, manifest)
         result.base, result.base_source = str(base_dir), source
+        outside = base_warning(base_dir, source, run_dir)
+        if outside:
+            note(outside)
 
     if eval_source is not None or generation is not None:
         from logsage.ship.evaluate import EvalSettings, evaluate_checkpoints
@@ -551,6 +445,9 @@ def select_checkpoint(
             try:
                 base_dir, source = resolve_base(base, Path(chosen.path), run_dir, manifest)
                 result.base, result.base_source = str(base_dir), source
+                outside = base_warning(base_dir, source, run_dir)
+                if outside:
+                    note(outside)
             except LogsageError:
                 if merge:
                     raise
@@ -564,8 +461,9 @@ def select_checkpoint(
             provenance["reevaluation"], generations = split_generations(provenance["reevaluation"])
         exp = export_checkpoint(
             Path(chosen.path), export, kind=chosen.kind, base_dir=base_dir, merge=merge, dtype=dtype, force=force,
-            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, provenance=provenance,
-            manifest=manifest, progress=progress, warn=note)
+            force_any=force_any, protect=[run_dir, *(c.path for c in history.checkpoints)],
+            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, carry_remote_code=carry_remote_code,
+            provenance=provenance, manifest=manifest, progress=progress, warn=note)
         result.export = exp.to_dict()
         if generations is not None:
             from logsage.ship.generate import PER_EXAMPLE_NAME, write_per_example

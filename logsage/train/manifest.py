@@ -21,7 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "logsage_run.json"
+from logsage.core.runfolder import RUN_MANIFEST
+
+RUN_MANIFEST = RUN_MANIFEST  # the run-folder contract: logsage.core.runfolder
 SCHEMA = "logsage-run/1"
 
 
@@ -90,7 +92,7 @@ def data_entry(path: str, n_examples: int) -> dict[str, Any]:
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    p = Path(run_dir) / MANIFEST_NAME
+    p = Path(run_dir) / RUN_MANIFEST
     if not p.is_file():
         return None
     try:
@@ -102,7 +104,7 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 def write_manifest(run_dir: str | os.PathLike, doc: dict[str, Any]) -> Path:
     from logsage.core.history import json_safe
 
-    p = Path(run_dir) / MANIFEST_NAME
+    p = Path(run_dir) / RUN_MANIFEST
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, p)

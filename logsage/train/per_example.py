@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from logsage.core.runfolder import checkpoint_name
 from logsage.ingest.per_example import FILENAME
 
 
@@ -120,7 +121,7 @@ class PerExampleWriter(TrainerCallback):
         rows = self.capture.pending.pop(state.global_step, None)
         if rows is None or not state.is_world_process_zero:
             return control
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / checkpoint_name(state.global_step)
         if folder.is_dir():
             write_rows(folder / FILENAME, rows)
         return control

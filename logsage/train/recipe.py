@@ -26,12 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from logsage.core.errors import CheckpointError, LogsageError, UsageError
+from logsage.core.runfolder import RUN_MANIFEST, checkpoint_name, checkpoint_step
 from logsage.train.config import TrainConfig, resolve_config
 from logsage.train.data import (
     Example,
@@ -48,7 +48,6 @@ log = logging.getLogger("logsage.train")
 # The collator passes each example's dataset position under this key; the trainer
 # removes it before the forward pass and uses it to name per-example losses.
 INDEX_KEY = "logsage_example_index"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass
@@ -89,24 +88,27 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
     root = Path(run_dir)
     if not root.is_dir():
         return []
-    return sorted(int(m.group(1)) for c in root.iterdir() if c.is_dir() and (m := _CHECKPOINT.match(c.name)))
+    return sorted(s for c in root.iterdir() if c.is_dir() and (s := checkpoint_step(c.name)) is not None)
 
 
 def resolve_resume(cfg: TrainConfig) -> str | None:
     """The checkpoint folder to resume from (None for a fresh run); checks the run folder either way."""
     run_dir = Path(cfg.output)  # type: ignore[arg-type]
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output {cfg.output}: exists and is a file, not a run folder; choose a new folder "
+                         "(or remove the file)")
     existing = checkpoint_steps(run_dir)
     if cfg.resume_from_checkpoint is None:
         if existing:
             raise UsageError(
-                f"{cfg.output}: already holds checkpoints (checkpoint-{existing[-1]}); pass "
+                f"{cfg.output}: already holds checkpoints ({checkpoint_name(existing[-1])}); pass "
                 "--resume-from-checkpoint latest to continue that run, or choose a new --output")
         return None
     if cfg.resume_from_checkpoint == "latest":
         if not existing:
             raise CheckpointError(f"{cfg.output}: no checkpoint-N folder to resume from; start a fresh run "
                                   "without --resume-from-checkpoint")
-        return str(run_dir / f"checkpoint-{existing[-1]}")
+        return str(run_dir / checkpoint_name(existing[-1]))
     path = Path(cfg.resume_from_checkpoint)
     if not (path / "trainer_state.json").is_file():
         raise CheckpointError(f"{path}: not a checkpoint folder (no trainer_state.json); give a "
@@ -508,8 +510,8 @@ def run_training(
         global_step=int(trainer.state.global_step),
         max_steps=int(trainer.state.max_steps),
         evaluations=evaluations,
-        checkpoints=[f"checkpoint-{s}" for s in checkpoint_steps(run_dir)],
+        checkpoints=[checkpoint_name(s) for s in checkpoint_steps(run_dir)],
         early_stop=live.stopped if live else None,
-        manifest=str(Path(run_dir) / "logsage_run.json") if main else None,
+        manifest=str(Path(run_dir) / RUN_MANIFEST) if main else None,
         model=cfg.model,
     )
