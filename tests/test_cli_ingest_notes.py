@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from logsage.cli.main import cli
+from corpus import REAL_RUNS  # the shared real-run corpus, read in place
 
 REPO = Path(__file__).resolve().parents[1]
-NAN_RUN = REPO / "fixtures" / "real-runs" / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan"
+NAN_RUN = REAL_RUNS / "hf_trainer_state" / "gner-qe-roberta-large-lr5e-5-nan"
 
 
 def _ingest(path, *extra):

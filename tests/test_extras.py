@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES_DATA
+from corpus import REAL_RUNS  # the shared real-run corpus, read in place
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / "fixtures" / "real-runs" / "hf_trainer_state" / "gner-qe-roberta-large-num30-40ep"
+RUN = REAL_RUNS / "hf_trainer_state" / "gner-qe-roberta-large-num30-40ep"
 
 _BLOCKED_CLI = """
 import sys
@@ -87,8 +88,10 @@ def test_a_missing_module_that_is_no_extra_keeps_its_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_select_reevaluation_without_the_train_extra(tiny_run_dir):
-    proc = run_without(TRAIN_STACK, ["select", str(tiny_run_dir), "--rule", "hf:patience=2",
+def test_select_reevaluation_without_the_train_extra(tiny_run_dir, tiny_model_dir):
+    # --base names the model, so the only stderr line is the error (no "base outside the run" warning)
+    proc = run_without(TRAIN_STACK, ["select", str(tiny_run_dir), "--rule", "hf:patience=2", "--base",
+                                     str(tiny_model_dir),
                                      "--eval-data", os.path.join(EXAMPLES_DATA, "tiny_alpaca_eval.jsonl")])
     assert_one_line_naming(proc, "train")
     assert "logsage select" in proc.stderr

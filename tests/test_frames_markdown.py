@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from logsage.cli.main import cli
+from corpus import REAL_RUNS  # the shared real-run corpus, read in place
 
 pd = pytest.importorskip("pandas")
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = sorted(str(p) for p in (REPO / "fixtures" / "real-runs" / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
+RUNS = sorted(str(p) for p in (REAL_RUNS / "hf_trainer_state").glob("gner-qe-roberta-large-num*"))
 
 
 @pytest.fixture(scope="module")
