@@ -353,3 +353,24 @@ def test_tune_refuses_a_grid_that_sweeps_a_value_the_rule_spec_sets():
 
     with pytest.raises(RuleConfigError, match="drop one of them"):
         tune(SYNTHETIC, rules=["hf:patience=3"], grid={"patience": [1, 2]})
+
+
+def test_a_grid_key_given_twice_is_refused_by_tune_exactly_as_replay_refuses_it():
+    run = str(REAL / "tfevents" / "lightning-seq2seq-translit-v15")
+    args = [run, "--grid", "patience=1", "--grid", "patience=2"]
+    tuned = CliRunner().invoke(cli, ["tune", *args])
+    replayed = CliRunner().invoke(cli, ["replay", *args, "--rule", "hf"])
+    assert tuned.exit_code == replayed.exit_code == 2
+    line = "--grid patience given twice; list all its values in one --grid"
+    assert line in tuned.stderr and line in replayed.stderr
+
+
+def test_tune_imports_no_private_name_of_another_module():
+    import ast
+
+    import logsage.analysis.tune as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    private = [(node.module, a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               for a in node.names if a.name.startswith("_") and node.module and node.module.startswith("logsage")]
+    assert private == []

@@ -58,6 +58,7 @@ import numpy as np
 from logsage.analysis.cost import CostModel, decision_cost
 from logsage.core.errors import LogsageError, RuleConfigError, UsageError
 from logsage.core.history import History, json_safe
+from logsage.rules.base import common_defaults, default_grids, has_param, rule_spec, user_value_rules
 
 # A run needs this many evaluations (with at least one finite value) to teach anything:
 # with fewer, no rule can stop before the end and still have something to compare with.
@@ -65,65 +66,18 @@ MIN_EVALS = 3
 
 DEFAULT_OBJECTIVE = "min-regret:min_saved=0.2"
 
-# Each rule's default search grid (rule name -> parameter -> values). Parameters not
-# named keep the rule's own default. The choices, rule by rule:
-DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
-    # HF EarlyStoppingCallback: the patience and threshold values the guides use
-    # (patience 1-8; threshold 0, the HF default, 1e-4 and 1e-3 as in the blog recipes).
-    "hf": {"patience": [1, 2, 3, 5, 8], "threshold": [0.0, 1e-4, 1e-3]},
-    # Lightning and Keras: the same patience range with their min_delta spelled their way;
-    # Keras' own default patience 0 is included.
-    "lightning": {"patience": [1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]},
-    "keras": {"patience": [0, 1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]},
-    # Plain patience (no-improvement counting), the same range.
-    "patience": {"patience": [1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]},
-    # Smoothed patience: the guide's window 3 and a wider 5, each with patience 2-5.
-    "smoothed": {"window": [3, 5], "patience": [2, 3, 5]},
-    # Adaptive (late-tightening) patience: the initial patience the guides try.
-    "adaptive": {"patience": [3, 5, 7]},
-    # Prechelt's GL_alpha with the alphas of his study (1, 2, 3, 5 percent).
-    "gl": {"alpha": [1.0, 2.0, 3.0, 5.0]},
-    # UP_s: s = 1..4 successive increases (Prechelt's best trade-offs were UP3/UP4), compared
-    # at every evaluation (k=1) or at the end of strips of 5 as in his study (k=5).
-    "up": {"s": [1, 2, 3, 4], "k": [1, 5]},
-    # PQ_alpha: quotient thresholds around Prechelt's 0.5-0.75.
-    "pq": {"alpha": [0.5, 0.75, 1.0, 2.0]},
-    # Trend (slope) rule: the window the slope is fitted over and the significance level.
-    "slope": {"window": [3, 5, 8], "alpha": [0.05, 0.1]},
-    # Divergence guard: non-finite values only (ratio 0, its default), or a value 1.5, 2 or 3
-    # times worse than the best so far. Its absolute `bound` is in the metric's units: the user's.
-    "divergence": {"ratio": [0.0, 1.5, 2.0, 3.0]},
-    # Significance (an improvement must pass a paired test on per-example eval losses, which
-    # `logsage train` writes): the usual levels 0.01-0.1 with patience 1-5. Runs without
-    # per-example losses cannot be judged by it, so it is eligible only on runs that have them.
-    "significance": {"alpha": [0.01, 0.05, 0.1], "patience": [1, 2, 3, 5]},
-    # No early stop: nothing to vary; it is the baseline (saves nothing, loses nothing).
-    "none": {},
-}
-
-# Rules with no default grid, searched only when the user gives their values (rule name ->
-# the parameter they need): a target value in the metric's own units, or which metrics to
-# combine and how, belong to the user's runs, and no default could be right for all runs.
-# `--rule all` (and the default search) leaves them out and says so in `notes`;
+# Each rule declares its default search grid, the value of the user's own it needs when no
+# default fits every run (threshold's target, multi's metrics), and the common defaults people
+# run with it (`@rule(..., grid=, needs_value=, common=)` in its module); these tables are
+# derived from those declarations. Parameters a grid does not name keep the rule's own default.
+# `--rule all` (and the default search) leaves the USER_VALUE_RULES out and says so in `notes`;
 # `--rule threshold:target=0.8`, `--rule threshold --grid target=0.8,0.9` or `--rule all
-# --grid target=...` searches them. Every registered rule is in DEFAULT_GRIDS or here.
-USER_VALUE_RULES: dict[str, str] = {  # rule -> an example of the value it needs
-    "threshold": "target=0.8",
-    "multi": "metrics=eval_loss:min:0.7;eval_accuracy:max:0.3",
-}
-
-# The defaults people actually run, compared with the recommendation in one table:
-# (label, rule, parameters).
-COMMON_DEFAULTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("HF patience 3, threshold 1e-4 (blog recipe)", "hf", {"patience": 3, "threshold": 1e-4}),
-    ("HF defaults (patience 1)", "hf", {}),
-    ("Keras defaults (patience 0)", "keras", {}),
-    ("Lightning defaults (patience 3)", "lightning", {}),
-    ("no early stop", "none", {}),
-    ("Prechelt GL (defaults)", "gl", {}),
-    ("Prechelt PQ (defaults)", "pq", {}),
-    ("Prechelt UP (defaults)", "up", {}),
-]
+# --grid target=...` searches them.
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = default_grids()
+USER_VALUE_RULES: dict[str, str] = user_value_rules()  # rule -> an example of the value it needs
+# The defaults people actually run, compared with the recommendation in one table: (label, rule, parameters).
+COMMON_DEFAULTS: list[tuple[str, str, dict[str, Any]]] = [(c.label, c.rule, dict(c.params))
+                                                          for c in common_defaults()]
 
 
 # ====================================================================== objective
@@ -363,7 +317,7 @@ def _check_runs(histories: Sequence[History], metric: str | None, mode: str | No
 def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None,
                      grid: Mapping[str, Sequence[Any]] | None, notes: list[str]) -> list[tuple[str, dict]]:
     """(rule, full parameters) for every candidate, in search order, without duplicates."""
-    from logsage.replay.engine import _has_param, expand_rules
+    from logsage.replay.engine import expand_rules
     from logsage.rules.base import get_rule, list_rules, parse_rule_spec
     from logsage.replay.scoring import params_key
 
@@ -381,7 +335,7 @@ def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None
     for key, vals in user_grid.items():
         if not vals:
             raise RuleConfigError(f"grid parameter {key!r} has no values; write e.g. --grid {key}=1,2,3")
-        if not any(_has_param(get_rule(n), key) for n, _, _ in specs):
+        if not any(has_param(get_rule(n), key) for n, _, _ in specs):
             raise RuleConfigError(f"grid parameter {key!r} is not a parameter of "
                                   f"{', '.join(sorted({n for n, _, _ in specs}))}; see `logsage rules`")
     pairs: list[tuple[str, dict]] = []
@@ -408,11 +362,11 @@ def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None
                 notes.append(note)
             continue
         if user_grid:
-            g = {k: v for k, v in user_grid.items() if _has_param(info, k)}
+            g = {k: v for k, v in user_grid.items() if has_param(info, k)}
         else:
             given_names = {info.aliases.get(k, k) for k in given}
             g = {k: v for k, v in DEFAULT_GRIDS.get(name, {}).items()
-                 if _has_param(info, k) and info.aliases.get(k, k) not in given_names}
+                 if has_param(info, k) and info.aliases.get(k, k) not in given_names}
         add(name, given, g)
     if any(from_all for _, _, from_all in specs):
         # the whole search: make sure the common defaults are among the candidates
@@ -592,19 +546,6 @@ def partly_judged(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
-def rule_spec(name: str, params: dict) -> str:
-    """The `--rule` spec that reproduces a (rule, parameters) pair: its non-default parameters only,
-    e.g. "hf:patience=3,threshold=0.0001"."""
-    from logsage.rules.base import COMMON_PARAMS, get_rule
-
-    info = get_rule(name)
-    defaults = {p.name: p.default for p in info.params}
-    defaults.update({k: v[1] for k, v in COMMON_PARAMS.items()})
-    changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-               if k in defaults and defaults[k] != v]
-    return name + (":" + ",".join(changed) if changed else "")
-
-
 def _constraint_text(obj: Objective, st: dict[str, np.ndarray], c: int) -> str:
     if obj.kind == "min-regret":
         return f"mean fraction saved {st['mean_saved'][c]:.3g} < {obj.min_saved:g}"
@@ -745,5 +686,5 @@ def _meets(obj: Objective, st: dict[str, np.ndarray], c: int) -> bool:
 
 
 __all__ = ["COMMON_DEFAULTS", "DEFAULT_GRIDS", "DEFAULT_OBJECTIVE", "MIN_EVALS", "Objective", "TuneResult",
-           "USER_VALUE_RULES", "judged_text", "parse_objective", "partly_judged", "rule_spec", "run_message", "tune",
+           "USER_VALUE_RULES", "judged_text", "parse_objective", "partly_judged", "run_message", "tune",
            "tune_paths", "without_run"]

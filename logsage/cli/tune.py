@@ -30,16 +30,10 @@ def metric_options(f):
 
 
 def parse_grid(items: tuple[str, ...]) -> dict[str, list[str]] | None:
-    """--grid patience=1,2,3 --grid threshold=0,1e-4 -> {"patience": ["1","2","3"], ...} (typed by the rules)."""
-    from logsage.core.errors import UsageError
+    """The shared `--grid` parser (`logsage.rules.base.parse_grid`); None when no --grid was given."""
+    from logsage.rules.base import parse_grid as parse
 
-    grid: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, values = item.partition("=")
-        if not eq or not key.strip() or not values.strip():
-            raise UsageError(f"bad --grid {item!r}; write NAME=V1,V2,... e.g. --grid patience=1,2,3")
-        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
-    return grid or None
+    return parse(items) or None
 
 
 def cost_model(gpus: float | None, gpu_hour_cost: float | None, run_hours: float | None):

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from logsage.core.history import History
+from logsage.rules.base import rule_spec
 
 # Colour-blind-friendly categorical palette for rules (Okabe-Ito, then tab10 extras).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8c564b", "#7f7f7f",
@@ -44,8 +45,17 @@ EVAL_COLOR = "#222222"
 TRAIN_COLOR = "#a0a0a0"
 BEST_COLOR = "#f2b705"
 
-# Rules drawn when none is asked: the common defaults people run (see logsage.analysis.tune.COMMON_DEFAULTS).
-DEFAULT_REPORT_RULES = ["hf:patience=3,threshold=1e-4", "hf", "keras", "lightning", "gl", "up", "none"]
+
+
+def default_report_rules() -> list[str]:
+    """Rules drawn when none is asked: the common defaults people run (declared with each rule, as
+    `logsage.rules.base.common_defaults`), those that need no input beyond the metric itself."""
+    from logsage.rules.base import common_defaults, get_rule
+
+    return [c.spec for c in common_defaults() if not get_rule(c.rule).needs]
+
+
+DEFAULT_REPORT_RULES = default_report_rules()
 
 
 # ====================================================================== figure descriptions
@@ -236,16 +246,6 @@ def _run_message(run: str, message: str) -> str:
     return run_message(run, message)
 
 
-def rule_label(rule: str, params: dict) -> str:
-    """The short `--rule` spec that labels a decision in plots and tables (non-default parameters only)."""
-    try:
-        from logsage.analysis.tune import rule_spec
-
-        return rule_spec(rule, params)
-    except Exception:  # a rule no longer registered: show what we have
-        return rule
-
-
 def run_figure(history: History, decisions: Sequence[Any], index: int, colors: dict[str, str]) -> RunFigure:
     """The figure description for one run and its decisions (all on the same metric)."""
     metric = next((d.metric for d in decisions if d.metric), None) or history.primary_eval_metric()
@@ -261,7 +261,7 @@ def run_figure(history: History, decisions: Sequence[Any], index: int, colors: d
     if best is not None:
         fig.best_step, fig.best_value = best.best_step, best.best_value
     for d in decisions:
-        label = rule_label(d.rule, d.params)
+        label = rule_spec(d.rule, d.params)
         if not d.decidable:
             tip = f"{label}: cannot judge this run: {d.reason}"
         else:
@@ -287,7 +287,7 @@ def pareto_figure(summary: Sequence[dict], colors: dict[str, str]) -> ParetoFigu
         reg, sav = r.get(key), r.get("mean_fraction_saved")
         if reg is None or sav is None or not (math.isfinite(reg) and math.isfinite(sav)):
             continue
-        label = rule_label(r["rule"], r["params"])
+        label = rule_spec(r["rule"], r["params"])
         pts.append(ParetoPoint(label, float(sav), float(reg), bool(r.get("pareto")), colors.get(label, PALETTE[0])))
     if not pts:
         return None
@@ -728,7 +728,7 @@ def render_html(histories: Sequence[History], replay_result: Any, *, title: str 
 
     cost = cost or CostModel()
     decisions = list(replay_result.decisions)
-    labels = [rule_label(d.rule, d.params) for d in decisions]
+    labels = [rule_spec(d.rule, d.params) for d in decisions]
     colors = rule_colors(labels)
     # replay gives every run the same (rule, parameters) list, in the order of the runs: slicing
     # by position keeps two runs given under the same path apart.
@@ -795,7 +795,7 @@ def _summary_section(summary: Sequence[dict], cost_rows: Sequence[dict], pf: Par
     rows = []
     for r in summary:
         c = cost_by_key.get(params_key(r["rule"], r["params"]), {})
-        rows.append("<tr>" + f"<td>{_esc(rule_label(r['rule'], r['params']))}</td>"
+        rows.append("<tr>" + f"<td>{_esc(rule_spec(r['rule'], r['params']))}</td>"
                     + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
                     + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_regret"]) + _td(r["mean_fraction_saved"], "pct")
@@ -924,7 +924,7 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
         kept = "–" if d.selected_step is None else f"{d.selected_step} ({_fmt(d.selected_value)})"
         regret = "–" if d.regret is None else f"{_fmt(d.regret)} ({_pct(d.regret_rel)})"
         trend = "–" if d.trend_slope is None else f"{d.trend_slope:+.3g}/eval (p {_fmt(d.trend_p, '.2g')})"
-        rows.append("<tr>" + f"<td>{_esc(rule_label(d.rule, d.params))}</td>" + _td(d.stop_step)
+        rows.append("<tr>" + f"<td>{_esc(rule_spec(d.rule, d.params))}</td>" + _td(d.stop_step)
                     + _num_td(d.selected_step, kept) + _num_td(d.regret, regret) + _td(d.fraction_saved, "pct")
                     + _td(c.gpu_hours_saved if c else None)
                     + (_td(c.money_saved if c else None, spec=",.2f") if priced else "")
@@ -957,7 +957,7 @@ def build_report(histories: Sequence[History], *, rules: Sequence[Any] | None = 
     """
     from logsage.replay.engine import replay
 
-    rule_specs: list[Any] = list(rules) if rules else _available(DEFAULT_REPORT_RULES)
+    rule_specs: list[Any] = list(rules) if rules else list(DEFAULT_REPORT_RULES)
     tune_result = None
     if with_tune:
         from logsage.analysis.tune import tune
@@ -968,21 +968,6 @@ def build_report(histories: Sequence[History], *, rules: Sequence[Any] | None = 
             rule_specs = [(rec["rule"], rec["params"])] + rule_specs
     result = replay(histories, rule_specs, metric=metric, mode=mode)
     return render_html(histories, result, title=title, tune_result=tune_result, cost=cost)
-
-
-def _available(specs: Sequence[str]) -> list[str]:
-    """The default specs whose rules are registered (a rule module still missing is skipped)."""
-    from logsage.core.errors import RuleConfigError
-    from logsage.rules.base import get_rule, parse_rule_spec
-
-    out = []
-    for s in specs:
-        try:
-            get_rule(parse_rule_spec(s)[0])
-        except RuleConfigError:
-            continue
-        out.append(s)
-    return out
 
 
 def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str | os.PathLike | None = None,

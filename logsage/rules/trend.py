@@ -1,7 +1,7 @@
 """The slope rule: stop when a least-squares line through the latest evaluations rises significantly.
 
 The guides score a stop by the slope of the last 5 validation losses
-(seed-rules.md, 'Scoring a stopping decision'); this rule turns that score into a
+(a common way to score a stopping decision); this rule turns that score into a
 decision, with the p-value as its statistically honest companion.
 """
 
@@ -50,9 +50,9 @@ def one_sided_p(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return float(res.slope), (p2 / 2 if res.slope > 0 else 1.0 - p2 / 2)
 
 
-@rule("slope", reference="least-squares trend of the last evaluations with a one-sided t-test "
-                         "(scipy.stats.linregress); seed-rules.md 'Scoring a stopping decision'",
-      validate=_validate)
+@rule("slope", reference="scipy 1.x scipy.stats.linregress (least-squares slope of the last w evaluations) "
+                         "with its t statistic read one-sided (scipy.stats.t.sf)",
+      validate=_validate, grid={"window": [3, 5, 8], "alpha": [0.05, 0.1]})
 def slope(x: RuleInput, *, window: int = 5, alpha: float = 0.05) -> Outcome:
     """Slope: stop when the metric's least-squares trend over the last `window` evaluations worsens significantly.
 
