@@ -268,11 +268,11 @@ def test_partly_judged_rules_say_over_how_many_runs():
     runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
     del runs[0].series["loss"]  # PQ and UP's train-progress need it
     report = build_report(runs, rules=["pq", "hf"], with_tune=True)
-    headers, rows = _table_after(report.html, "Compared with common defaults")
+    headers, rows = _table_after(report.html, "Compared with the baseline and common defaults")
     pq = next(r for r in rows if r[0][1] == "Prechelt PQ (defaults)")
     col = headers.index("runs judged")
     assert pq[col][1] == "3/4"
-    assert all(pq[k][0] != "" for k in range(col + 1, col + 4))  # medians and means over the 3 runs, not blank
+    assert all(pq[k][0] != "" for k in range(col + 1, col + 4))  # means and p90 over the 3 runs, not blank
     assert "figures over the 3/4 runs it can judge; not judged: pq needs a training-loss series" in report.html
     headers, rows = _table_after(report.html, "<h2>Summary over runs</h2>")
     assert next(r for r in rows if r[0][1] == "pq")[headers.index("runs judged")][1] == "3/4"

@@ -35,6 +35,10 @@ def command(name: str | None, as_json: bool) -> None:
         r["needs_value"] = info.needs_value
         r["vectorized"] = info.sweep is not None
         r["common_defaults"] = [{"label": c.label, "spec": c.spec} for c in info.common]
+        if info.name == "recommended":
+            from logsage.rules.recommended import learned, learned_spec
+
+            r["learned"] = {**learned(), "spec": learned_spec()}
     if as_json:
         emit_json({"rules": catalog, "common_params": [
             {"name": k, "type": "int", "default": 0, "help": v} for k, v in COMMON_PARAM_HELP.items()]})
@@ -52,6 +56,11 @@ def command(name: str | None, as_json: bool) -> None:
         else:
             con.print(f"  [dim]tune's default grid:[/dim] none: needs a value of your own, e.g. {r['needs_value']}",
                       soft_wrap=True)
+        if r.get("learned"):
+            from logsage.rules.recommended import figures_text
+
+            con.print(f"  [dim]learned:[/dim] {r['learned']['spec']} ({figures_text()}; "
+                      f"{r['learned']['command']})", soft_wrap=True)
         for c in r["common_defaults"]:
             con.print(f"  [dim]common default:[/dim] {c['label']} = {c['spec']}", soft_wrap=True)
         if r["needs"]:

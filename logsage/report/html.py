@@ -824,16 +824,18 @@ def _tune_section(doc: dict) -> str:
     priced = doc["cost"].get("gpu_hour_cost") is not None
 
     def fig(block: dict | None) -> str:
-        if not block or block.get("median") is None:
+        if not block or block.get("mean") is None:
             return "–"
         sp = block.get("spread") or {}
-        return (f"{_pct(block['median'])} <span class=\"dim\">(IQR {_pct(sp.get('q25'))}–{_pct(sp.get('q75'))}, "
+        return (f"{_pct(block['mean'])} <span class=\"dim\">(p90 {_pct(block.get('p90'))}, "
                 f"max {_pct(sp.get('max'))})</span>")
 
     ok = loo.get("available")
-    rows = [f"<tr><td>relative regret (median)</td><td>{fig(ins['regret'])}</td>"
+    rows = [f"<tr><td>regret: share of the achievable improvement lost (mean)</td><td>{fig(ins['regret'])}</td>"
             f"<td>{fig(loo['regret']) if ok else '–'}</td></tr>",
-            f"<tr><td>fraction of steps saved (median)</td><td>{fig(ins['saved'])}</td>"
+            f"<tr><td>relative regret (mean)</td><td>{fig(ins['regret_rel'])}</td>"
+            f"<td>{fig(loo['regret_rel']) if ok else '–'}</td></tr>",
+            f"<tr><td>fraction of steps saved (mean)</td><td>{fig(ins['saved'])}</td>"
             f"<td>{fig(loo['saved']) if ok else '–'}</td></tr>",
             f"<tr><td>stopped before the best</td><td>{_pct(ins['stopped_before_best_rate'])}</td>"
             f"<td>{_pct(loo.get('stopped_before_best_rate')) if ok else '–'}</td></tr>",
@@ -849,7 +851,7 @@ def _tune_section(doc: dict) -> str:
                      f"estimate for the next run; it chose the recommended rule in {_pct(loo['agreement'])} of the "
                      f"folds.</p>")
         frows = [f"<tr><td>{_esc(f['run'])}</td><td>{_esc(f.get('spec') or '–')}</td>"
-                 + _td(f.get("regret_rel"), "pct") + _td(f.get("fraction_saved"), "pct")
+                 + _td(f.get("regret"), "pct") + _td(f.get("fraction_saved"), "pct")
                  + f"<td>{_esc(_fmt(f.get('stopped_before_best')))}</td>" + _td(f.get("gpu_hours_saved"))
                  + (_td(f.get("money_saved"), spec=",.2f") if priced else "") + "</tr>" for f in loo["folds"]]
         parts.append("<details><summary>per run</summary>" + _table(
@@ -863,13 +865,13 @@ def _tune_section(doc: dict) -> str:
         cls = ' class="rec"' if r["label"] == "recommended" else ""
         crow.append(f"<tr{cls}><td>{_esc(r['label'])}</td><td><code>{_esc(r['spec'])}</code></td>"
                     + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
-                    + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
+                    + _td(r["mean_regret"], "pct") + _td(r["p90_regret"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_fraction_saved"], "pct") + _td(r["stopped_before_best_rate"], "pct")
                     + _td(r["gpu_hours_saved"]) + (_td(r.get("money_saved"), spec=",.2f") if priced else "")
-                    + f"<td>{'yes' if r['meets_constraint'] else 'no'}</td></tr>")
-    parts.append("<h3>Compared with common defaults (same runs, no tuning)</h3>" + _table(
-        ["", "rule", "runs judged", "median regret", "mean regret", "mean saved", "stopped before best",
-         "GPU-h saved", *(["money saved"] if priced else []), "meets constraint"], crow))
+                    + _td((r.get("on_disk") or {}).get("mean_regret"), "pct") + "</tr>")
+    parts.append("<h3>Compared with the baseline and common defaults (same runs, no tuning)</h3>" + _table(
+        ["", "rule", "runs judged", "mean regret", "p90 regret", "mean relative regret", "mean saved",
+         "stopped before best", "GPU-h saved", *(["money saved"] if priced else []), "on disk (mean regret)"], crow))
     from logsage.analysis.tune import partly_judged
 
     parts.extend(f'<p class="warn">{_esc(line)}</p>' for line in partly_judged(doc["comparison"]))
