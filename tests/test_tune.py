@@ -440,3 +440,10 @@ def test_the_shipped_learned_default_is_what_tune_chooses_on_the_public_corpora_
     # issue 12's bar: no more regret than HF patience 3 (threshold 1e-4), at least as many steps saved
     assert loo["mean_regret"] <= base["mean_regret"] and loo["mean_saved"] >= base["mean_saved"]
     assert doc["n_runs"] >= 70
+
+
+def test_progress_goes_to_stderr_only(capsys):
+    result = tune(SYNTHETIC, rules=["hf"], progress=True)
+    out = capsys.readouterr()
+    assert "tune: replaying runs" in out.err and f"{len(SYNTHETIC)}/{len(SYNTHETIC)}" in out.err
+    assert out.out == "" and result.recommendation is not None

@@ -110,6 +110,9 @@ def choose(obj: Objective, eligible: np.ndarray, mean_regret: np.ndarray, p90_re
     idx = np.flatnonzero(eligible[:n_choosable])
     if idx.size == 0:
         return None, False
+    # Means reached by different summation orders (a fold's totals minus one run) agree to ~1e-16;
+    # rounding makes exact ties ties whichever way they were summed.
+    mean_regret, p90_regret, mean_saved = (np.round(a, 12) for a in (mean_regret, p90_regret, mean_saved))
     order = np.arange(eligible.size, dtype=float)
     with np.errstate(invalid="ignore"):
         if obj.kind == "beat-baseline":

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from logsage.rules._common import at_least, best_phrase, check_series, evals, finite_at_least, num, require
 from logsage.rules.base import Outcome, RuleInput, rule
 
@@ -51,21 +54,52 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return s, level, math.sqrt(ss / (n - 2))
 
 
-def chance_to_beat(level: float, slope: float, gamma: float, sigma: float, target: float, ahead: int) -> float:
-    """P(min over k = 1..ahead of Normal(level + slope·(γ + ... + γ^k), σ) < target), evaluations independent."""
+def chance_to_beat(level: float, slope: float, gamma: float, sigma: float, target: float, ahead: int,
+                   at_least: float = 1.0) -> float:
+    """P(min over k = 1..ahead of Normal(level + slope·(γ + ... + γ^k), σ) < target), evaluations independent.
+
+    Exact below `at_least`; at or above it, a lower bound that is itself >= `at_least`
+    (the rule only asks whether the chance is below alpha). The means are monotone in k,
+    so the likeliest single evaluation is at k = 1 or k = ahead, and its chance bounds the
+    whole from below. Once γ^k is negligible the remaining factors are equal (one power).
+    """
     if ahead <= 0:
         return 0.0
     if sigma <= 0.0:
         sigma = 1e-300
+    scale = sigma * _SQRT2
+    g_total = gamma * (1.0 - gamma ** ahead) / (1.0 - gamma) if gamma < 1.0 else float(ahead)
+    lowest = min(level + slope * gamma, level + slope * g_total)
+    single = 0.5 * math.erfc((lowest - target) / scale)  # P(the likeliest evaluation beats the target)
+    if single >= at_least:
+        return single
     fail = 1.0  # P(no evaluation beats the target)
     mu, g = level, 1.0
-    for _ in range(ahead):
+    for k in range(ahead):
         g *= gamma
-        mu += slope * g
-        fail *= 0.5 * math.erfc((target - mu) / (sigma * _SQRT2))  # P(this evaluation >= target)
+        step = slope * g
+        mu += step
+        factor = 0.5 * math.erfc((target - mu) / scale)  # P(this evaluation >= target)
+        fail *= factor
         if fail == 0.0:
             break
+        if abs(step) <= 1e-15 * max(abs(mu), 1e-300):  # the trend has run out: the rest are all equal
+            fail *= factor ** (ahead - k - 1)
+            break
     return 1.0 - fail
+
+
+def _fits(xs: np.ndarray, ys: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_fit` of every window of w consecutive points at once: (slope, level, noise) per window end."""
+    X = sliding_window_view(xs, w)
+    Y = sliding_window_view(ys, w)
+    dx = X - X.mean(axis=1)[:, None]
+    my = Y.mean(axis=1)
+    dy = Y - my[:, None]
+    s = (dx * dy).sum(axis=1) / (dx * dx).sum(axis=1)
+    level = my + s * dx[:, -1]
+    resid = dy - s[:, None] * dx
+    return s, level, np.sqrt((resid * resid).sum(axis=1) / (w - 2))
 
 
 @rule("forecast", reference="Domhan, Springenberg & Hutter 2015 (IJCAI), learning-curve extrapolation for early "
@@ -92,44 +126,77 @@ def forecast(x: RuleInput, *, alpha: float = 0.02, delta: float = 0.1, window: i
     bad = check_series(x, "forecast")
     if bad is not None:
         return bad
-    vals = x.values.tolist()
-    steps = [int(s) for s in x.steps]
+    v = x.values
+    n = v.size
+    steps = [int(st) for st in x.steps]
     budget = x.budget_steps
-    xs: list[float] = []
-    ys: list[float] = []
-    best, best_index = math.inf, None
-    first = None
-    for t, v in enumerate(vals):
-        if math.isfinite(v):
-            xs.append(float(t))
-            ys.append(v)
-            first = v if first is None else first
-            if v < best:
-                best, best_index = v, t
-        if len(xs) < window or t < x.not_before:
-            continue
-        if budget:
-            interval = (steps[t] - steps[0]) / t if t > 0 and steps[t] > steps[0] else 0.0
-            ahead = int(round((budget - steps[t]) / interval)) if interval > 0 else 0
-            ahead = max(ahead, 0)
-            where = f"{evals(ahead)} left in the stated budget"
-        else:
-            ahead = horizon
-            where = f"no stated budget, {evals(ahead)} ahead assumed"
-        s, level, sigma = _fit(xs[-window:], ys[-window:])
-        if len(xs) >= 2 * window:  # the noise of a longer stretch: a short fit can pass through its own points
-            sigma = max(sigma, _fit(xs[-3 * window:], ys[-3 * window:])[2])
-        gamma = 0.5
-        if len(xs) >= 2 * window:
-            s_prev = _fit(xs[-2 * window:-window], ys[-2 * window:-window])[0]
-            if s < 0 and s_prev < 0:
-                gamma = min(max((s / s_prev) ** (1.0 / window), 0.0), 0.99)
-        target = best - delta * (first - best)
-        p = chance_to_beat(level, s, gamma, sigma, target, ahead)
+    finite = np.isfinite(v)
+    fin = np.flatnonzero(finite)
+    # Per evaluation t, what the forecast at t uses (values up to t only): the best so far (earliest on
+    # ties), the first finite value, and e = how many finite values there are, minus 1.
+    running = np.minimum.accumulate(np.where(finite, v, np.inf))
+    prev = np.concatenate([[np.inf], running[:-1]])
+    best_at = np.maximum.accumulate(np.where(finite & (v < prev), np.arange(n), -1))
+    e_at = np.cumsum(finite) - 1
+    last_best = int(best_at[-1]) if n and best_at[-1] >= 0 else None
+    ts = np.flatnonzero((e_at + 1 >= window) & (np.arange(n) >= x.not_before))
+    if ts.size == 0:
+        return Outcome(None, last_best, f"{x.metric}: the chance of a worthwhile improvement never fell below "
+                                        f"alpha {num(alpha)} in {evals(n)}; {best_phrase(x, last_best)}")
+    fx, fy = fin.astype(np.float64), v[fin]
+    slope_w, level_w, sigma_w = _fits(fx, fy, window)
+    long_w = 3 * window
+    sigma_long = _fits(fx, fy, long_w)[2] if fin.size >= long_w else np.zeros(0)
+    e = e_at[ts]
+    row = e - window + 1
+    s_t, level_t, sigma_t = slope_w[row], level_w[row], sigma_w[row].copy()
+    gamma_t = np.full(ts.size, 0.5)
+    longer = e + 1 >= 2 * window
+    # The noise of a longer stretch when larger (a short fit can pass through its own points): the last 3w
+    # values, or all of them while there are fewer.
+    full = e + 1 >= long_w
+    sigma_t[full] = np.maximum(sigma_t[full], sigma_long[e[full] - long_w + 1])
+    for k in np.flatnonzero(longer & ~full).tolist():
+        ek = int(e[k])
+        sigma_t[k] = max(float(sigma_t[k]), _fit(fx[:ek + 1].tolist(), fy[:ek + 1].tolist())[2])
+    # The trend's decay, from the slope of the window before, when both improve.
+    s_prev = np.where(longer, slope_w[np.maximum(row - window, 0)], 0.0)
+    both = longer & (s_t < 0) & (s_prev < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gamma_t[both] = np.clip((s_t[both] / s_prev[both]) ** (1.0 / window), 0.0, 0.99)
+    first = float(fy[0])
+    best_t = running[ts]
+    target_t = best_t - delta * (first - best_t)
+    if budget:
+        st = np.asarray(steps, dtype=np.float64)[ts]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            interval = np.where((ts > 0) & (st > steps[0]), (st - steps[0]) / np.maximum(ts, 1), 0.0)
+            ahead_t = np.where(interval > 0, np.rint((budget - st) / np.where(interval > 0, interval, 1.0)), 0.0)
+        ahead_t = np.maximum(ahead_t, 0).astype(np.int64)
+    else:
+        ahead_t = np.full(ts.size, horizon, dtype=np.int64)
+    # Only an evaluation whose likeliest future evaluation has a chance below alpha can stop (that chance
+    # bounds the whole from below; see chance_to_beat): the exact chance is computed there only.
+    from scipy.special import erfc
+
+    g = gamma_t
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        g_total = g * (1.0 - g ** ahead_t) / (1.0 - g)
+        lowest = np.minimum(level_t + s_t * g, level_t + s_t * g_total)
+        single = 0.5 * erfc((lowest - target_t) / (np.where(sigma_t > 0, sigma_t, 1e-300) * _SQRT2))
+    maybe = np.flatnonzero((single < alpha) | (ahead_t <= 0))
+    for k in maybe.tolist():
+        t = int(ts[k])
+        ahead = int(ahead_t[k])
+        where = (f"{evals(ahead)} left in the stated budget" if budget
+                 else f"no stated budget, {evals(ahead)} ahead assumed")
+        s, level, sigma, gamma = float(s_t[k]), float(level_t[k]), float(sigma_t[k]), float(gamma_t[k])
+        p = chance_to_beat(level, s, gamma, sigma, float(target_t[k]), ahead, at_least=alpha)
         if p < alpha:
+            best_index = int(best_at[t])
             return Outcome(t, best_index, f"{x.metric}: chance {num(p)} < alpha {num(alpha)} of beating the best by "
                                           f"more than {num(delta * 100)}% of the improvement so far ({where}; trend "
                                           f"{num(-s if x.mode == 'max' else s)}/evaluation decaying x{num(gamma)}, "
                                           f"noise {num(sigma)}) at step {steps[t]}; {best_phrase(x, best_index)}")
-    return Outcome(None, best_index, f"{x.metric}: the chance of a worthwhile improvement never fell below "
-                                     f"alpha {num(alpha)} in {evals(len(vals))}; {best_phrase(x, best_index)}")
+    return Outcome(None, last_best, f"{x.metric}: the chance of a worthwhile improvement never fell below "
+                                    f"alpha {num(alpha)} in {evals(n)}; {best_phrase(x, last_best)}")

@@ -7,7 +7,11 @@ decision, with the p-value as its statistically honest companion.
 
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from logsage.rules._common import (
     at_least,
@@ -39,6 +43,14 @@ def ols_t(xs: list[float], ys: list[float]) -> tuple[float, float]:
     if ssr == 0.0:
         return slope, (math.copysign(math.inf, slope) if slope != 0 else math.nan)
     return slope, slope / math.sqrt(ssr / (n - 2) / sxx)
+
+
+@functools.lru_cache(maxsize=256)
+def _critical_t(alpha: float, df: int) -> float:
+    """The one-sided Student-t critical value (a pure function of its arguments, so cached)."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(1.0 - alpha, df))
 
 
 def one_sided_p(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -77,29 +89,32 @@ def slope(x: RuleInput, *, window: int = 5, alpha: float = 0.05) -> Outcome:
     if len(finite_idx) < window:
         return undecidable(f"{x.metric} has {evals(len(finite_idx))} with a finite value; "
                            f"rule slope needs at least window={window}")
-    from scipy.stats import t as student_t
-
-    # p < alpha  <=>  t statistic > the one-sided critical value: one ppf instead of a test per evaluation.
-    t_crit = float(student_t.ppf(1.0 - alpha, window - 2))
-    xs_all: list[float] = []
-    ys_all: list[float] = []
-    for t, v in enumerate(vals):
-        if not math.isfinite(v):
-            continue
-        xs_all.append(float(t))
-        ys_all.append(v)
-        if len(xs_all) < window or t < x.not_before:
-            continue
-        xs, ys = xs_all[-window:], ys_all[-window:]
-        b, tstat = ols_t(xs, ys)
-        if b > 0 and tstat > t_crit:
-            b_lin, p = one_sided_p(xs, ys)
-            shown_slope = -b_lin if x.mode == "max" else b_lin
-            best = best_index_upto(vals, t)
-            word = "falling" if x.mode == "max" else "rising"
-            return Outcome(t, best, f"{x.metric} has been {word} over its last {window} finite evaluations "
-                                    f"(slope {num(shown_slope)} per evaluation, one-sided p {num(p)} < {num(alpha)}) "
-                                    f"at step {int(x.steps[t])}; {best_phrase(x, best)}")
+    # p < alpha  <=>  t statistic > the one-sided critical value: one ppf instead of a test per evaluation,
+    # and every window's statistic at once (the same formulas as `ols_t`, over the finite values only).
+    t_crit = _critical_t(alpha, window - 2)
+    fin = np.asarray(finite_idx, dtype=np.int64)
+    xs_w = sliding_window_view(fin.astype(np.float64), window)
+    ys_w = sliding_window_view(x.values[fin], window)
+    dx = xs_w - xs_w.mean(axis=1)[:, None]
+    dy = ys_w - ys_w.mean(axis=1)[:, None]
+    sxx = (dx * dx).sum(axis=1)
+    sxy = (dx * dy).sum(axis=1)
+    b = sxy / sxx
+    ssr = np.maximum((dy * dy).sum(axis=1) - b * sxy, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tstat = np.where(ssr == 0.0, np.where(b > 0, np.inf, np.nan), b / np.sqrt(ssr / (window - 2) / sxx))
+    ends = fin[window - 1:]
+    hits = np.flatnonzero((b > 0) & (tstat > t_crit) & (ends >= x.not_before))
+    if hits.size:
+        k = int(hits[0])
+        t = int(ends[k])
+        b_lin, p = one_sided_p(fin[k:k + window].astype(float).tolist(), x.values[fin[k:k + window]].tolist())
+        shown_slope = -b_lin if x.mode == "max" else b_lin
+        best = best_index_upto(vals, t)
+        word = "falling" if x.mode == "max" else "rising"
+        return Outcome(t, best, f"{x.metric} has been {word} over its last {window} finite evaluations "
+                                f"(slope {num(shown_slope)} per evaluation, one-sided p {num(p)} < {num(alpha)}) "
+                                f"at step {int(x.steps[t])}; {best_phrase(x, best)}")
     best = best_index_upto(vals, n - 1)
     return Outcome(None, best, f"{x.metric} never worsened significantly (alpha {num(alpha)}) over {window} "
                                f"evaluations in {evals(n)}; {best_phrase(x, best)}")
