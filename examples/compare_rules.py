@@ -12,7 +12,7 @@ import sys
 
 from logsage.ingest import load_histories
 from logsage.replay.engine import replay
-from logsage.analysis.tune import rule_spec
+from logsage.rules import rule_spec
 
 RULES = [
     "hf:patience=3,threshold=1e-4",  # the common blog recipe

@@ -30,6 +30,15 @@ def test_every_rule_is_in_the_readme_table():
         assert info.reference and info.summary
 
 
+def test_the_readme_rules_table_is_the_generated_one():
+    from logsage.rules.base import rules_table_markdown
+
+    section = README[README.index("## Rules"):README.index("## Python API")]
+    start = section.index("| rule |")
+    table = section[start:section.index("\n\n", start)] + "\n"
+    assert table == rules_table_markdown(), "README's rules table is stale: paste rules_table_markdown()"
+
+
 def test_readme_names_the_test_command_that_ci_runs():
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert 'pip install "torch==2.13.0" -e ".[test,train,report]" && python -m pytest -q' in README

@@ -272,11 +272,11 @@ def test_partly_judged_rules_say_over_how_many_runs():
     runs = [_run(f"runs/t{i}", i, n=30) for i in range(4)]
     del runs[0].series["loss"]  # PQ and UP's train-progress need it
     report = report_runs(runs, rules=["pq", "hf"], with_tune=True)
-    headers, rows = _table_after(report.html, "Compared with common defaults")
+    headers, rows = _table_after(report.html, "Compared with the baseline and common defaults")
     pq = next(r for r in rows if r[0][1] == "Prechelt PQ (defaults)")
     col = headers.index("runs judged")
     assert pq[col][1] == "3/4"
-    assert all(pq[k][0] != "" for k in range(col + 1, col + 4))  # medians and means over the 3 runs, not blank
+    assert all(pq[k][0] != "" for k in range(col + 1, col + 4))  # means and p90 over the 3 runs, not blank
     assert "figures over the 3/4 runs it can judge; not judged: pq needs a training-loss series" in report.html
     headers, rows = _table_after(report.html, "<h2>Summary over runs</h2>")
     assert next(r for r in rows if r[0][1] == "pq")[headers.index("runs judged")][1] == "3/4"
@@ -348,13 +348,14 @@ def test_report_fits_a_1280px_window_with_every_label_inside_its_chart(tmp_path)
 
 def test_run_png_legend_names_coinciding_stops_the_ring_and_the_checkpoint_ticks(tmp_path):
     from logsage.replay.engine import replay
-    from logsage.report.figures import rule_colors, rule_label, run_figure, same_stops
+    from logsage.report.figures import rule_colors, run_figure, same_stops
+    from logsage.rules.base import rule_spec
     from logsage.report.png import Canvas as _Canvas, png_run, pyplot as _pyplot
 
     h = _run("runs/a", 0, n=30)
     decisions = replay([h], ["hf", "keras", "none"]).decisions  # HF and Keras defaults stop together
     assert decisions[0].stop_step == decisions[1].stop_step is not None
-    colors = rule_colors([rule_label(d.rule, d.params) for d in decisions])
+    colors = rule_colors([rule_spec(d.rule, d.params) for d in decisions])
     fig = run_figure(h, decisions, 0, colors)
     assert same_stops(fig.markers) == [(decisions[0].stop_step, ["hf", "keras"])]
     canvas = _Canvas(_pyplot())

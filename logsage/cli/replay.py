@@ -14,21 +14,6 @@ _CSV_COLUMNS = ("run", "rule", "params", "metric", "mode", "stop_step", "stop_ev
                 "trend_slope", "trend_p", "overfit_gap", "decidable", "reason", "note")
 
 
-def _parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
-    from logsage.core.errors import RuleConfigError
-
-    grid: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, values = item.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
-        if not eq or not key.strip() or not vals:
-            raise RuleConfigError(f"bad --grid {item!r}; write NAME=V1,V2,... e.g. --grid patience=1,2,3")
-        if key.strip() in grid:
-            raise RuleConfigError(f"--grid {key.strip()} given twice; list all its values in one --grid")
-        grid[key.strip()] = vals
-    return grid
-
-
 @click.command("replay")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--rule", "rules", multiple=True, required=True, metavar="NAME[:k=v,...]",
@@ -79,6 +64,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
 
     if sum((as_json, as_csv, as_markdown)) > 1:
         raise UsageError("--json, --csv and --markdown are exclusive; pick one")
+    from logsage.rules.base import parse_grid
     if plot_path:
         from logsage.report.plot import check_plot_target
 
@@ -87,25 +73,25 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         from logsage.ingest import load_history, stitch_histories
         from logsage.replay.engine import expand_rules, replay
 
-        expand_rules(list(rules), _parse_grid(grid) or None)  # a bad rule fails before any file is read
+        expand_rules(list(rules), parse_grid(grid) or None)  # a bad rule fails before any file is read
         run = stitch_histories([load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
                                 for p in paths])
         paths = (run.path,)
-        result = replay([run], list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None,
+        result = replay([run], list(rules), metric=metric, mode=mode, grid=parse_grid(grid) or None,
                         engine=engine)
     elif session is not None:  # a training session of each log (Keras append=True), or each session as a run
         from logsage.ingest import load_history, load_sessions
         from logsage.replay.engine import expand_rules, replay
 
-        expand_rules(list(rules), _parse_grid(grid) or None)
+        expand_rules(list(rules), parse_grid(grid) or None)
         opts = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
         runs = ([h for p in paths for h in load_sessions(p, **opts)] if session == "all"
                 else [load_history(p, session=session, **opts) for p in paths])
         paths = tuple(h.path for h in runs)
-        result = replay(runs, list(rules), metric=metric, mode=mode, grid=_parse_grid(grid) or None, engine=engine)
+        result = replay(runs, list(rules), metric=metric, mode=mode, grid=parse_grid(grid) or None, engine=engine)
     else:
         result = replay_paths(list(paths), list(rules), metric=metric, mode=mode,
-                              grid=_parse_grid(grid) or None, format=fmt, use_cache=not no_cache,
+                              grid=parse_grid(grid) or None, format=fmt, use_cache=not no_cache,
                               cache_dir=cache_dir, engine=engine)
     for h in result.histories:
         for w in h.warnings:
@@ -172,21 +158,10 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def _shown_params(rule: str, params: dict) -> str:
-    """The parameters that differ from the rule's defaults (the JSON output has them all)."""
-    from logsage.rules import get_rule
+    """The parameters that differ from the rule's defaults, as `rule_spec` writes them (the JSON has them all)."""
+    from logsage.rules.base import rule_spec
 
-    import math
-
-    info = get_rule(rule)
-    defaults = {p.name: p.default for p in info.params}
-    defaults.update(min_evals=0, min_steps=0)
-
-    def is_default(k, v) -> bool:
-        d = defaults.get(k, object())
-        return d == v or (isinstance(d, float) and isinstance(v, float) and math.isnan(d) and math.isnan(v))
-
-    changed = [f"{k}={_fmt(v, 6)}" for k, v in params.items() if not is_default(k, v)]
-    return ", ".join(changed) or "defaults"
+    return rule_spec(rule, params).partition(":")[2] or "defaults"
 
 
 # What the terminal table's columns mean, printed under it (the JSON has the same fields by name).

@@ -6,6 +6,7 @@ import click
 
 from logsage.cli.output import console, emit_json, json_option
 
+
 @click.command("rules")
 @click.argument("name", required=False)
 @json_option
@@ -22,9 +23,22 @@ def command(name: str | None, as_json: bool) -> None:
         logsage rules hf
         logsage replay runs/qwen-lora --rule hf:patience=3,threshold=1e-4
     """
-    from logsage.replay.engine import COMMON_PARAM_HELP, describe_rules
+    from logsage.replay.engine import describe_rules
+    from logsage.rules.base import COMMON_PARAM_HELP
+
+    from logsage.rules.base import get_rule
 
     catalog = describe_rules(name)
+    for r in catalog:  # what tune and watch derive from the declaration, shown where the rule is
+        info = get_rule(r["name"])
+        r["default_grid"] = None if info.grid is None else {k: list(v) for k, v in info.grid.items()}
+        r["needs_value"] = info.needs_value
+        r["vectorized"] = info.sweep is not None
+        r["common_defaults"] = [{"label": c.label, "spec": c.spec} for c in info.common]
+        if info.name == "recommended":
+            from logsage.rules.recommended import learned, learned_spec
+
+            r["learned"] = {**learned(), "spec": learned_spec()}
     if as_json:
         emit_json({"rules": catalog, "common_params": [
             {"name": k, "type": "int", "default": 0, "help": v} for k, v in COMMON_PARAM_HELP.items()]})
@@ -36,6 +50,19 @@ def command(name: str | None, as_json: bool) -> None:
         exact = f"  [green]exact: {r['exact']}[/green]" if r["exact"] else ""
         con.print(f"[bold]{r['name']}[/bold]{exact}  {r['summary']}", soft_wrap=True)
         con.print(f"  [dim]reference:[/dim] {r['reference']}", soft_wrap=True)
+        if r["default_grid"] is not None:
+            grid = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in r["default_grid"].items())
+            con.print(f"  [dim]tune's default grid:[/dim] {grid or 'nothing to vary'}", soft_wrap=True)
+        else:
+            con.print(f"  [dim]tune's default grid:[/dim] none: needs a value of your own, e.g. {r['needs_value']}",
+                      soft_wrap=True)
+        if r.get("learned"):
+            from logsage.rules.recommended import figures_text
+
+            con.print(f"  [dim]learned:[/dim] {r['learned']['spec']} ({figures_text()}; "
+                      f"{r['learned']['command']})", soft_wrap=True)
+        for c in r["common_defaults"]:
+            con.print(f"  [dim]common default:[/dim] {c['label']} = {c['spec']}", soft_wrap=True)
         if r["needs"]:
             con.print(f"  [dim]needs:[/dim] {', '.join(r['needs'])}")
         if r["aliases"]:

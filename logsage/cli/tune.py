@@ -31,16 +31,10 @@ def metric_options(f):
 
 
 def parse_grid(items: tuple[str, ...]) -> dict[str, list[str]] | None:
-    """--grid patience=1,2,3 --grid threshold=0,1e-4 -> {"patience": ["1","2","3"], ...} (typed by the rules)."""
-    from logsage.core.errors import UsageError
+    """The shared `--grid` parser (`logsage.rules.base.parse_grid`); None when no --grid was given."""
+    from logsage.rules.base import parse_grid as parse
 
-    grid: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, values = item.partition("=")
-        if not eq or not key.strip() or not values.strip():
-            raise UsageError(f"bad --grid {item!r}; write NAME=V1,V2,... e.g. --grid patience=1,2,3")
-        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
-    return grid or None
+    return parse(items) or None
 
 
 def cost_model(gpus: float | None, gpu_hour_cost: float | None, run_hours: float | None):
@@ -62,7 +56,15 @@ def cost_model(gpus: float | None, gpu_hour_cost: float | None, run_hours: float
               help="Parameter values to search, NAME=V1,V2,... (repeatable); replaces the default grids.")
 @metric_options
 @click.option("--objective", default=None,
-              help="min-regret[:min_saved=F] or max-saved[:max_regret=F] (default: min-regret:min_saved=0.2).")
+              help="beat-baseline (default: the lowest mean regret among rules saving at least as much as the "
+                   "baseline), exchange[:rate=R] (maximise saved - R x regret), min-regret[:min_saved=F] or "
+                   "max-saved[:max_regret=F]. Regret is the scale-free share of the achievable improvement lost.")
+@click.option("--baseline", default=None, metavar="RULE[:k=v,...]",
+              help="The rule the default objective must beat (default: hf:patience=3,threshold=1e-4).")
+@click.option("--min-evals", type=int, default=None,
+              help="Runs with fewer evaluations of the metric are left out (listed); default 3.")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar on stderr while runs are replayed (default: when stderr is a terminal).")
 @cost_options
 @click.option("--top", type=int, default=10, show_default=True, help="Candidates listed in the terminal table.")
 @format_option
@@ -70,7 +72,8 @@ def cost_model(gpus: float | None, gpu_hour_cost: float | None, run_hours: float
 @markdown_option
 @cache_options
 def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[str, ...], metric: str | None,
-            mode: str | None, objective: str | None, gpus: float | None, gpu_hour_cost: float | None,
+            mode: str | None, objective: str | None, baseline: str | None, min_evals: int | None,
+            progress: bool | None, gpus: float | None, gpu_hour_cost: float | None,
             run_hours: float | None, top: int, fmt: str | None, as_json: bool, as_markdown: bool, no_cache: bool,
             cache_dir: str | None) -> None:
     """Search stopping rules x parameter grids over past runs (each PATH is one run) and
@@ -80,18 +83,24 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
     \b
     Example:
         logsage tune runs/* --metric eval_loss
-        logsage tune runs/* --rule hf --grid patience=1,2,3,5 --objective max-saved:max_regret=0.01
+        logsage tune runs/* --rule hf --grid patience=1,2,3,5 --objective max-saved:max_regret=0.05
+        logsage tune runs/* --objective exchange:rate=5 --baseline hf:patience=5
         logsage tune runs/* --gpus 8 --gpu-hour-cost 2.5 --json
         logsage tune runs/* --markdown >> "$GITHUB_STEP_SUMMARY"
     """
+    import sys
+
     from logsage.analysis.tune import run_message, tune_paths
 
     if as_json and as_markdown:
         raise click.UsageError("--json and --markdown are exclusive; pick one")
 
+    if progress is None:
+        progress = sys.stderr.isatty()
     result = tune_paths(list(paths), format=fmt, use_cache=not no_cache, cache_dir=cache_dir,
                         rules=list(rules) or None, grid=parse_grid(grid_items), metric=metric, mode=mode,
-                        objective=objective, cost=cost_model(gpus, gpu_hour_cost, run_hours))
+                        objective=objective, baseline=baseline, progress=progress,
+                        **({"min_evals": min_evals} if min_evals is not None else {}), cost=cost_model(gpus, gpu_hour_cost, run_hours))
     if as_json:
         emit_json(result.to_dict())
     elif as_markdown:
@@ -120,11 +129,10 @@ def _num(v: Any, fmt: str = ".3g") -> str:
 
 
 def _figure(block: dict | None) -> str:
-    """'1.2% (IQR 0.0-3.4%)' for a {median, spread} block."""
-    if not block or block.get("median") is None:
+    """'2.1% (p90 6.3%)' for a {mean, p90} block: the mean and the tail, never a median alone."""
+    if not block or block.get("mean") is None:
         return "-"
-    sp = block.get("spread") or {}
-    return f"{_pct(block['median'])} (IQR {_pct(sp.get('q25'))}-{_pct(sp.get('q75'))})"
+    return f"{_pct(block['mean'])} (p90 {_pct(block.get('p90'))})"
 
 
 def _short(path: str, width: int = 48) -> str:
@@ -155,11 +163,13 @@ def render(doc: dict, *, top: int = 10, inferred: bool = False) -> None:
     con.print(f"[bold]Objective:[/bold] {obj['description']}  [dim]({obj['spec']})[/dim]")
     con.print(f"runs: {len(doc['runs'])} used, {len(doc['excluded'])} left out; "
               f"metric: {doc['metric'] or 'per run'}{_mode_note(doc, inferred)}; candidates searched: {doc['n_candidates']}")
+    con.print("[dim]regret = share of the run's achievable improvement (first evaluation -> best) given up, "
+              "judged as if every evaluation were saved (--save-all)[/dim]")
     rec = doc["recommendation"]
     if rec is None:
         con.print("[red]No recommendation.[/red] " + " ".join(doc["notes"]))
         return
-    con.print(f"[bold green]Recommendation:[/bold green] --rule {rec['spec']}")
+    con.print(f"[bold green]Recommendation:[/bold green] --rule {rec['spec']}  [dim](chosen by {obj['spec']})[/dim]")
     if rec.get("note"):
         con.print(f"[yellow]{rec['note']}[/yellow]")
     ins, loo = doc["in_sample"], doc["leave_one_run_out"]
@@ -169,8 +179,9 @@ def render(doc: dict, *, top: int = 10, inferred: bool = False) -> None:
     t.add_column(f"in-sample ({ins['n_runs']} runs)")
     t.add_column("leave-one-run-out" + (f" ({loo['n_runs']} folds)" if loo.get("available") else ""))
     loo_ok = loo.get("available")
-    t.add_row("relative regret (median)", _figure(ins["regret"]), _figure(loo["regret"]) if loo_ok else "-")
-    t.add_row("steps saved (median)", _figure(ins["saved"]), _figure(loo["saved"]) if loo_ok else "-")
+    t.add_row("regret, scale-free (mean)", _figure(ins["regret"]), _figure(loo["regret"]) if loo_ok else "-")
+    t.add_row("relative regret (mean)", _figure(ins["regret_rel"]), _figure(loo["regret_rel"]) if loo_ok else "-")
+    t.add_row("steps saved (mean)", _figure(ins["saved"]), _figure(loo["saved"]) if loo_ok else "-")
     t.add_row("stopped before the best", _pct(ins["stopped_before_best_rate"]),
               _pct(loo.get("stopped_before_best_rate")) if loo_ok else "-")
     t.add_row("GPU-hours saved (total)", _num(ins["gpu_hours_saved"], ".4g"),
@@ -179,6 +190,12 @@ def render(doc: dict, *, top: int = 10, inferred: bool = False) -> None:
         t.add_row("money saved (total)", _num(ins["money_saved"], ",.2f"),
                   _num(loo.get("money_saved"), ",.2f") if loo_ok else "-")
     con.print(t)
+    disk = ins.get("on_disk") or {}
+    if disk.get("n_runs"):
+        con.print(f"[dim]with the checkpoints on disk ({disk['n_runs']} runs with an inventory): mean regret "
+                  f"{_pct(disk['mean_regret'])} (p90 {_pct(disk['p90_regret'])})"
+                  + (f"; {disk['n_missing']} run(s) with no usable checkpoint at the stop" if disk["n_missing"] else "")
+                  + "[/dim]")
     if loo_ok:
         con.print(f"Leave-one-run-out chose the recommended rule in {_pct(loo['agreement'])} of the folds; "
                   "its column is the honest estimate for the next run.")
@@ -187,23 +204,28 @@ def render(doc: dict, *, top: int = 10, inferred: bool = False) -> None:
                     *(["money saved"] if priced else [])):
             lt.add_column(col)
         for f in loo["folds"]:
-            lt.add_row(_short(f["run"]), f.get("spec") or "-", _pct(f.get("regret_rel")), _pct(f.get("fraction_saved")),
+            lt.add_row(_short(f["run"]), f.get("spec") or "-", _pct(f.get("regret")), _pct(f.get("fraction_saved")),
                        {True: "yes", False: "no"}.get(f.get("stopped_before_best"), "-"),
                        _num(f.get("gpu_hours_saved"), ".4g"),
                        *([_num(f.get("money_saved"), ",.2f")] if priced else []))
         con.print(lt)
     else:
         con.print(f"[yellow]{loo['reason']}[/yellow]")
-    ct = Table(title="Compared with common defaults (same runs)", show_edge=False, pad_edge=False)
-    for col in ("", "rule", "runs", "median regret", "mean regret", "mean saved", "before best",
-                "GPU-h saved", *(["money saved"] if priced else []), "meets constraint"):
+    ct = Table(title="Compared with the baseline and common defaults (same runs, no tuning)", show_edge=False,
+               pad_edge=False)
+    for col in ("", "rule", "runs", "mean regret", "p90 regret", "mean rel. regret", "mean saved", "before best",
+                "GPU-h saved", *(["money saved"] if priced else []), "on disk (mean, runs)"):
         ct.add_column(col, no_wrap=True)
     for row in doc["comparison"]:
-        ct.add_row(row["label"].split(" (")[0], row["spec"], f"{row['n_decided']}/{row['n_runs']}",
-                   _pct(row["median_regret_rel"]), _pct(row["mean_regret_rel"]),
+        d = row.get("on_disk") or {}
+        spec = f"recommended = {row['learned']['spec']}" if row.get("learned") else row["spec"]
+        ct.add_row(row["label"].split(" (")[0] if not row["label"].startswith("learned") else "learned default",
+                   spec, f"{row['n_decided']}/{row['n_runs']}",
+                   _pct(row["mean_regret"]), _pct(row["p90_regret"]), _pct(row["mean_regret_rel"]),
                    _pct(row["mean_fraction_saved"]), _pct(row["stopped_before_best_rate"]),
                    _num(row["gpu_hours_saved"], ".4g"), *([_num(row["money_saved"], ",.2f")] if priced else []),
-                   "yes" if row["meets_constraint"] else "no")
+                   (f"{_pct(d.get('mean_regret'))} over {d['n_runs']}" if d.get("n_runs") else "-")
+                   + (f" ({d['n_missing']} missing)" if d.get("n_missing") else ""))
     con.print(ct)
     from logsage.analysis.tune import partly_judged
 

@@ -63,8 +63,6 @@ from logsage.core.runfolder import RUN_MANIFEST, checkpoint_step
 _LINE_FORMATS = {"swift", "llamafactory", "mlflow"}
 _CSV_FORMATS = {"lightning", "keras", "tb-csv", "wandb", "wide"}
 _RECORD_FORMATS = {"tensorboard"}
-# Rules whose no-improvement counter equals "evaluations since the best" when their delta is 0.
-_COUNTING_RULES = {"hf": "threshold", "lightning": "min_delta", "keras": "min_delta", "patience": "min_delta"}
 
 
 @dataclass(frozen=True)
@@ -638,7 +636,9 @@ class Watcher:
         prefix = _cut(h, step)
         d = replay([prefix], [(self.rule_name, self.params)], metric=metric, mode=mode).decisions[0]
         value = float(s.values[t])
-        label = _label(self.rule_name, self.params)
+        from logsage.rules.base import rule_spec
+
+        label = rule_spec(self.rule_name, self.params)
         kept = _kept(h, d, metric)
         if not d.decidable:
             action, msg = "undecidable", f"cannot judge yet: {d.reason}"
@@ -660,7 +660,10 @@ class Watcher:
 
         best = hindsight_best(orient(s.values, mode), upto=t)
         since = t - best if best is not None else t + 1
-        delta_name = _COUNTING_RULES.get(self.rule_name)
+        from logsage.rules.base import counting_rules
+
+        # Rules whose no-improvement counter equals "evaluations since the best" when their margin is 0.
+        delta_name = counting_rules().get(self.rule_name)
         patience = self.params.get("patience")
         if delta_name is not None and patience is not None and not self.params.get(delta_name):
             return f"{since} of {patience} evaluation{'' if patience == 1 else 's'} without improvement"
@@ -676,12 +679,6 @@ def _cut(h: History, step: int) -> History:
         series[name] = replace(s, steps=s.steps[keep], values=s.values[keep],
                                wall_times=None if s.wall_times is None else s.wall_times[keep])
     return replace(h, series=series)
-
-
-def _label(rule: str, params: dict) -> str:
-    from logsage.analysis.tune import rule_spec
-
-    return rule_spec(rule, params)
 
 
 def _kept(h: History, d: Any, metric: str) -> str:

@@ -72,11 +72,12 @@ from logsage.core.objective import Objective, check_mode, orient, resolve_object
 from logsage.core.runfolder import checkpoint_name
 from logsage.replay import scoring
 from logsage.rules.base import (
-    COMMON_PARAMS,
+    COMMON_PARAM_HELP,  # noqa: F401 - declared with the rules; re-exported for describe_rules' readers
     Outcome,
     RuleInfo,
     RuleInput,
     get_rule,
+    has_param,
     list_rules,
     parse_rule_spec,
     resolve_params,
@@ -274,14 +275,14 @@ def expand_rules(rules: Iterable[RuleSpec], grid: Mapping[str, Sequence[Any]] | 
     for key, vals in grid.items():
         if not vals:
             raise RuleConfigError(f"grid parameter {key!r} has no values; write e.g. --grid {key}=1,2,3")
-        if not any(_has_param(info, key) for info, _ in asked):
+        if not any(has_param(info, key) for info, _ in asked):
             names = sorted({info.name for info, _ in asked})
             raise RuleConfigError(f"grid parameter {key!r} is not a parameter of {', '.join(names)}; "
                                   "see `logsage rules` for each rule's parameters")
     out: list[tuple[RuleInfo, dict[str, Any]]] = []
     seen: set[str] = set()
     for info, given in asked:
-        keys = [k for k in grid if _has_param(info, k)]
+        keys = [k for k in grid if has_param(info, k)]
         for combo in itertools.product(*(grid[k] for k in keys)):
             merged = dict(given)
             for k, v in zip(keys, combo):
@@ -297,12 +298,6 @@ def expand_rules(rules: Iterable[RuleSpec], grid: Mapping[str, Sequence[Any]] | 
                 seen.add(key)
                 out.append((info, params))
     return out
-
-
-COMMON_PARAM_HELP = {
-    "min_evals": "do not stop before this many evaluations (a stop is allowed at evaluation index >= min_evals - 1)",
-    "min_steps": "do not stop before this global step (a stop is allowed at an evaluation with step >= min_steps)",
-}
 
 
 def describe_rules(name: str | None = None) -> list[dict[str, Any]]:
@@ -326,15 +321,6 @@ def describe_rules(name: str | None = None) -> list[dict[str, Any]]:
             **({"choices": list(p.choices)} if p.choices else {}),
         } for p in info.params],
     } for info in infos]
-
-
-def has_param(info: RuleInfo, key: str) -> bool:
-    """Whether a grid key applies to a rule: one of its parameters, an alias of one, or min_evals/min_steps."""
-    k = info.aliases.get(key, key)
-    return k in COMMON_PARAMS or any(p.name == k for p in info.params)
-
-
-_has_param = has_param  # the name logsage.analysis.tune imports
 
 
 # ====================================================================== one run

@@ -6,6 +6,12 @@ Per decision (`logsage.replay.engine` calls these; all pure functions of arrays)
   that have a whole checkpoint), earliest on ties, never a non-finite value;
 * `regret`: |selected value - best value| in the metric's units (>= 0, because the
   best is the best), and relative to |best value|;
+* `scaled_regret`: |kept - best| / |first - best|, the share of the run's achievable
+  improvement (from its first finite evaluation to its best) that the decision gives
+  up: 0 = kept the best, 1 = no better than the start. Scale-free and bounded on real
+  curves, so it can be averaged across runs with different metrics (the relative regret
+  explodes when the best value is near 0); 0 when the curve never improved on its first
+  value (nothing to give up);
 * `steps_saved`: the run's step budget (max_steps, else the last logged step) minus
   the stop step; 0 when the rule never stops;
 * `wall_saved`: wall-clock seconds saved, from the log's wall times when it has them,
@@ -74,6 +80,15 @@ def regret(selected_value: float | None, best_value: float | None) -> tuple[floa
     absolute = abs(selected_value - best_value)
     relative = absolute / abs(best_value) if best_value != 0 else None
     return absolute, relative
+
+
+def scaled_regret(kept: np.ndarray | float, best: np.ndarray | float,
+                  first: np.ndarray | float) -> np.ndarray:
+    """|kept - best| / |first - best| elementwise (oriented or raw values alike); 0 where first == best."""
+    kept, best, first = (np.asarray(a, dtype=np.float64) for a in (kept, best, first))
+    span = np.abs(first - best)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(span > 0, np.abs(kept - best) / np.where(span > 0, span, 1.0), 0.0)
 
 
 def steps_saved(stop_step: int | None, budget: int | None) -> tuple[int | None, float | None]:

@@ -565,10 +565,23 @@ class _Form:
     reasons: Callable[..., list[str]]  # one run's reasons
 
 
-_SWEEPS: dict[str, _Form] = {
-    "hf": _Form(_sweep_hf, _hf_counters, _hf_words, _hf_reasons),
-    "patience": _Form(_sweep_patience, _patience_counters, _patience_words, _patience_reasons),
-}
+HF_FORM = _Form(_sweep_hf, _hf_counters, _hf_words, _hf_reasons)
+PATIENCE_FORM = _Form(_sweep_patience, _patience_counters, _patience_words, _patience_reasons)
+
+# rule -> its vectorized form, filled from the rules' own declarations (`@rule(..., sweep=...)`).
+_SWEEPS: dict[str, _Form] = {}
+
+
+def _forms() -> dict[str, _Form]:
+    if not _SWEEPS:
+        from importlib import import_module
+
+        from logsage.rules.base import sweep_forms
+
+        for name, where in sweep_forms().items():
+            module, _, attr = where.partition(":")
+            _SWEEPS[name] = getattr(import_module(module), attr)
+    return _SWEEPS
 
 # Runs are swept in chunks of similar length of at most this many (runs x evaluations) cells,
 # so that a few long runs do not pad every short one (or memory) to their length.
@@ -577,7 +590,7 @@ CHUNK_CELLS = 1 << 21
 
 def supports(rule: str) -> bool:
     """Whether `rule` has a vectorized form here."""
-    return rule in _SWEEPS
+    return rule in _forms()
 
 
 def sweep_indices(rule: str, runs: Sequence[np.ndarray], param_sets: Sequence[Mapping[str, Any]], *,
@@ -590,9 +603,9 @@ def sweep_indices(rule: str, runs: Sequence[np.ndarray], param_sets: Sequence[Ma
         param_sets: complete, validated parameter dicts (`logsage.rules.resolve_params`).
         steps: each run's eval steps (needed only for min_steps).
     """
-    if rule not in _SWEEPS:
+    if rule not in _forms():
         raise KeyError(f"no sweep form for rule {rule!r}")
-    return _SWEEPS[rule].sweep(Batch.of(runs, steps), param_sets)
+    return _forms()[rule].sweep(Batch.of(runs, steps), param_sets)
 
 
 @dataclass(frozen=True)
@@ -612,7 +625,7 @@ class BatchOutcomes:
 
     def reasons(self, r: int) -> list[str]:
         """Run r's reasons, one per parameter set, exactly as the rule's own scan words them."""
-        return _SWEEPS[self.rule].reasons(self.xs[r], self.words, self.stop[r], self.best[r], self.counter[r],
+        return _forms()[self.rule].reasons(self.xs[r], self.words, self.stop[r], self.best[r], self.counter[r],
                                           self.cache)
 
     def outcomes(self, r: int) -> list[Outcome]:
@@ -628,7 +641,7 @@ def batch_outcomes(rule: str, xs: Sequence[RuleInput], param_sets: Sequence[Mapp
     Runs are sorted by length and swept in chunks (`CHUNK_CELLS`); the counts the
     reasons quote are computed the same way (one pass per distinct threshold / δ).
     """
-    form = _SWEEPS[rule]
+    form = _forms()[rule]
     r_count, p_count = len(xs), len(param_sets)
     stop = np.full((r_count, p_count), NONE, dtype=np.int64)
     best = np.full((r_count, p_count), NONE, dtype=np.int64)

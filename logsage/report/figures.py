@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from logsage.core.history import History
+from logsage.rules.base import rule_spec
 
 # Colour-blind-friendly categorical palette for rules (Okabe-Ito, then tab10 extras).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8c564b", "#7f7f7f",
@@ -216,16 +217,6 @@ def run_message(run: str, message: str) -> str:
     return run_message(run, message)
 
 
-def rule_label(rule: str, params: dict) -> str:
-    """The short `--rule` spec that labels a decision in plots and tables (non-default parameters only)."""
-    try:
-        from logsage.analysis.tune import rule_spec
-
-        return rule_spec(rule, params)
-    except Exception:  # a rule no longer registered: show what we have
-        return rule
-
-
 def run_figure(history: History, decisions: Sequence[Any], index: int, colors: dict[str, str]) -> RunFigure:
     """The figure description for one run and its decisions (all on the same metric)."""
     metric = next((d.metric for d in decisions if d.metric), None) or history.primary_eval_metric()
@@ -241,7 +232,7 @@ def run_figure(history: History, decisions: Sequence[Any], index: int, colors: d
     if best is not None:
         fig.best_step, fig.best_value = best.best_step, best.best_value
     for d in decisions:
-        label = rule_label(d.rule, d.params)
+        label = rule_spec(d.rule, d.params)
         if not d.decidable:
             tip = f"{label}: cannot judge this run: {d.reason}"
         else:
@@ -267,7 +258,7 @@ def pareto_figure(summary: Sequence[dict], colors: dict[str, str]) -> ParetoFigu
         reg, sav = r.get(key), r.get("mean_fraction_saved")
         if reg is None or sav is None or not (math.isfinite(reg) and math.isfinite(sav)):
             continue
-        label = rule_label(r["rule"], r["params"])
+        label = rule_spec(r["rule"], r["params"])
         pts.append(ParetoPoint(label, float(sav), float(reg), bool(r.get("pareto")), colors.get(label, PALETTE[0])))
     if not pts:
         return None

@@ -36,13 +36,21 @@ from typing import Any, Sequence
 
 from logsage.core.history import History
 from logsage.core.runfolder import checkpoint_label
-from logsage.report.figures import (ParetoFigure, RunFigure, esc, fmt, pareto_figure, pct, rule_colors, rule_label,
-                                    run_figure, run_message, same_stops)
+from logsage.report.figures import (ParetoFigure, RunFigure, esc, fmt, pareto_figure, pct, rule_colors, run_figure,
+                                    run_message, same_stops)
 from logsage.report.png import Canvas, png_pareto, png_run, pyplot
 from logsage.report.svg import svg_pareto, svg_run
+from logsage.rules.base import rule_spec
 
-# Rules drawn when none is asked: the common defaults people run (see logsage.analysis.tune.COMMON_DEFAULTS).
-DEFAULT_REPORT_RULES = ["hf:patience=3,threshold=1e-4", "hf", "keras", "lightning", "gl", "up", "none"]
+def default_report_rules() -> list[str]:
+    """Rules drawn when none is asked: the common defaults people run (declared with each rule, as
+    `logsage.rules.base.common_defaults`), those that need no input beyond the metric itself."""
+    from logsage.rules.base import common_defaults, get_rule
+
+    return [c.spec for c in common_defaults() if not get_rule(c.rule).needs]
+
+
+DEFAULT_REPORT_RULES = default_report_rules()
 
 
 # ====================================================================== HTML
@@ -193,7 +201,7 @@ def build_report(histories: Sequence[History], replay_result: Any, *, tune_resul
 
     cost = cost or CostModel()
     decisions = list(replay_result.decisions)
-    labels = [rule_label(d.rule, d.params) for d in decisions]
+    labels = [rule_spec(d.rule, d.params) for d in decisions]
     colors = rule_colors(labels)
     # replay gives every run the same (rule, parameters) list, in the order of the runs: slicing
     # by position keeps two runs given under the same path apart.
@@ -263,7 +271,7 @@ def _summary_section(summary: Sequence[dict], cost_rows: Sequence[dict], pf: Par
     rows = []
     for r in summary:
         c = cost_by_key.get(params_key(r["rule"], r["params"]), {})
-        rows.append("<tr>" + f"<td>{esc(rule_label(r['rule'], r['params']))}</td>"
+        rows.append("<tr>" + f"<td>{esc(rule_spec(r['rule'], r['params']))}</td>"
                     + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
                     + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_regret"]) + _td(r["mean_fraction_saved"], "pct")
@@ -292,16 +300,18 @@ def _tune_section(doc: dict) -> str:
     priced = doc["cost"].get("gpu_hour_cost") is not None
 
     def fig(block: dict | None) -> str:
-        if not block or block.get("median") is None:
+        if not block or block.get("mean") is None:
             return "–"
         sp = block.get("spread") or {}
-        return (f"{pct(block['median'])} <span class=\"dim\">(IQR {pct(sp.get('q25'))}–{pct(sp.get('q75'))}, "
+        return (f"{pct(block['mean'])} <span class=\"dim\">(p90 {pct(block.get('p90'))}, "
                 f"max {pct(sp.get('max'))})</span>")
 
     ok = loo.get("available")
-    rows = [f"<tr><td>relative regret (median)</td><td>{fig(ins['regret'])}</td>"
+    rows = [f"<tr><td>regret: share of the achievable improvement lost (mean)</td><td>{fig(ins['regret'])}</td>"
             f"<td>{fig(loo['regret']) if ok else '–'}</td></tr>",
-            f"<tr><td>fraction of steps saved (median)</td><td>{fig(ins['saved'])}</td>"
+            f"<tr><td>relative regret (mean)</td><td>{fig(ins['regret_rel'])}</td>"
+            f"<td>{fig(loo['regret_rel']) if ok else '–'}</td></tr>",
+            f"<tr><td>fraction of steps saved (mean)</td><td>{fig(ins['saved'])}</td>"
             f"<td>{fig(loo['saved']) if ok else '–'}</td></tr>",
             f"<tr><td>stopped before the best</td><td>{pct(ins['stopped_before_best_rate'])}</td>"
             f"<td>{pct(loo.get('stopped_before_best_rate')) if ok else '–'}</td></tr>",
@@ -317,7 +327,7 @@ def _tune_section(doc: dict) -> str:
                      f"estimate for the next run; it chose the recommended rule in {pct(loo['agreement'])} of the "
                      f"folds.</p>")
         frows = [f"<tr><td>{esc(f['run'])}</td><td>{esc(f.get('spec') or '–')}</td>"
-                 + _td(f.get("regret_rel"), "pct") + _td(f.get("fraction_saved"), "pct")
+                 + _td(f.get("regret"), "pct") + _td(f.get("fraction_saved"), "pct")
                  + f"<td>{esc(fmt(f.get('stopped_before_best')))}</td>" + _td(f.get("gpu_hours_saved"))
                  + (_td(f.get("money_saved"), spec=",.2f") if priced else "") + "</tr>" for f in loo["folds"]]
         parts.append("<details><summary>per run</summary>" + _table(
@@ -331,13 +341,13 @@ def _tune_section(doc: dict) -> str:
         cls = ' class="rec"' if r["label"] == "recommended" else ""
         crow.append(f"<tr{cls}><td>{esc(r['label'])}</td><td><code>{esc(r['spec'])}</code></td>"
                     + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
-                    + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
+                    + _td(r["mean_regret"], "pct") + _td(r["p90_regret"], "pct") + _td(r["mean_regret_rel"], "pct")
                     + _td(r["mean_fraction_saved"], "pct") + _td(r["stopped_before_best_rate"], "pct")
                     + _td(r["gpu_hours_saved"]) + (_td(r.get("money_saved"), spec=",.2f") if priced else "")
-                    + f"<td>{'yes' if r['meets_constraint'] else 'no'}</td></tr>")
-    parts.append("<h3>Compared with common defaults (same runs, no tuning)</h3>" + _table(
-        ["", "rule", "runs judged", "median regret", "mean regret", "mean saved", "stopped before best",
-         "GPU-h saved", *(["money saved"] if priced else []), "meets constraint"], crow))
+                    + _td((r.get("on_disk") or {}).get("mean_regret"), "pct") + "</tr>")
+    parts.append("<h3>Compared with the baseline and common defaults (same runs, no tuning)</h3>" + _table(
+        ["", "rule", "runs judged", "mean regret", "p90 regret", "mean relative regret", "mean saved",
+         "stopped before best", "GPU-h saved", *(["money saved"] if priced else []), "on disk (mean regret)"], crow))
     from logsage.analysis.tune import partly_judged
 
     parts.extend(f'<p class="warn">{esc(line)}</p>' for line in partly_judged(doc["comparison"]))
@@ -393,7 +403,7 @@ def _run_section(h: History, ds: Sequence[Any], fig: RunFigure, cost_by_id: dict
         kept = "–" if d.selected_step is None else f"{d.selected_step} ({fmt(d.selected_value)})"
         regret = "–" if d.regret is None else f"{fmt(d.regret)} ({pct(d.regret_rel)})"
         trend = "–" if d.trend_slope is None else f"{d.trend_slope:+.3g}/eval (p {fmt(d.trend_p, '.2g')})"
-        rows.append("<tr>" + f"<td>{esc(rule_label(d.rule, d.params))}</td>" + _td(d.stop_step)
+        rows.append("<tr>" + f"<td>{esc(rule_spec(d.rule, d.params))}</td>" + _td(d.stop_step)
                     + _num_td(d.selected_step, kept) + _num_td(d.regret, regret) + _td(d.fraction_saved, "pct")
                     + _td(c.gpu_hours_saved if c else None)
                     + (_td(c.money_saved if c else None, spec=",.2f") if priced else "")
@@ -428,7 +438,7 @@ def report_runs(histories: Sequence[History], *, rules: Sequence[Any] | None = N
     """
     from logsage.replay.engine import replay
 
-    rule_specs: list[Any] = list(rules) if rules else _available(DEFAULT_REPORT_RULES)
+    rule_specs: list[Any] = list(rules) if rules else list(DEFAULT_REPORT_RULES)
     tune_result = None
     if with_tune:
         from logsage.analysis.tune import tune
@@ -440,21 +450,6 @@ def report_runs(histories: Sequence[History], *, rules: Sequence[Any] | None = N
     result = replay(histories, rule_specs, metric=metric, mode=mode)
     return build_report(histories, result, tune_result=tune_result, cost=cost, title=title, unread=unread,
                         extra_sections=extra_sections)
-
-
-def _available(specs: Sequence[str]) -> list[str]:
-    """The default specs whose rules are registered (a rule module still missing is skipped)."""
-    from logsage.core.errors import RuleConfigError
-    from logsage.rules.base import get_rule, parse_rule_spec
-
-    out = []
-    for s in specs:
-        try:
-            get_rule(parse_rule_spec(s)[0])
-        except RuleConfigError:
-            continue
-        out.append(s)
-    return out
 
 
 def report_paths(paths: Sequence[str], out: str | os.PathLike, *, png_dir: str | os.PathLike | None = None,

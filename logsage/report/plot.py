@@ -46,13 +46,14 @@ def plot_run(history: Any, decisions: Sequence[Any], out_png: str | os.PathLike,
     Returns:
         The path written, as a string.
     """
-    from logsage.report.figures import rule_colors, rule_label, run_figure
+    from logsage.report.figures import rule_colors, run_figure
     from logsage.report.png import png_run
+    from logsage.rules.base import rule_spec
 
     decisions = list(decisions)
     if metric is not None:
         decisions = [d for d in decisions if d.metric == metric] or decisions
-    colors = rule_colors([rule_label(d.rule, d.params) for d in decisions])
+    colors = rule_colors([rule_spec(d.rule, d.params) for d in decisions])
     fig = run_figure(history, decisions, 0, colors)
     if metric is not None and fig.metric != metric and metric in history.series:
         s = history.series[metric]

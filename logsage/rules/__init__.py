@@ -14,7 +14,8 @@ from logsage.rules.base import (
     parse_rule_spec,
     resolve_params,
     rule,
+    rule_spec,
 )
 
 __all__ = ["REGISTRY", "Outcome", "Param", "RuleInfo", "RuleInput", "get_rule", "list_rules",
-           "parse_rule_spec", "resolve_params", "rule"]
+           "parse_rule_spec", "resolve_params", "rule", "rule_spec"]

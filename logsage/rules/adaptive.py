@@ -1,7 +1,7 @@
 """The adaptive patience rule: patience and δ that change with training progress.
 
 Both published forms are offered, by name, because a guide's code and its
-formula disagree (seed-rules.md, 'Adaptive'):
+formula disagree:
 
 * ``late-tightening`` (the guide's code): once progress p = step / budget passes
   `late`, patience becomes max(2, int(patience·(1 − p))) and δ becomes δ·(1 + p);
@@ -65,9 +65,10 @@ def _validate(*, form: str, patience: int, min_delta: float, late: float, decay:
     at_least("adaptive", "budget", budget, 0)
 
 
-@rule("adaptive", reference="adaptive early stopping: late-tightening (a guide's code) and decaying δ "
-                            "(its formula); seed-rules.md 'Adaptive'",
-      needs=("budget",), choices={"form": FORMS}, validate=_validate)
+@rule("adaptive", reference="Goodfellow, Bengio & Courville 2016, Deep Learning, Algorithm 7.1 with patience "
+                            "and δ scheduled on progress = step / max_steps (transformers TrainingArguments.max_steps)",
+      needs=("budget",), choices={"form": FORMS}, validate=_validate,
+      grid={"patience": [3, 5, 7]})  # the initial patience the guides try
 def adaptive(x: RuleInput, *, form: str = "late-tightening", patience: int = 5, min_delta: float = 0.001,
              late: float = 0.7, decay: float = 1.0, budget: int = 0) -> Outcome:
     """Adaptive patience: patience and min_delta follow training progress (late-tightening or decaying).

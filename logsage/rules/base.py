@@ -3,7 +3,10 @@
 A rule is a pure, causal function of a metric history. It is declared once:
 
     @rule("hf", reference="transformers EarlyStoppingCallback (4.47+ / 5.x)",
-          aliases={"early_stopping_patience": "patience"})
+          aliases={"early_stopping_patience": "patience"},
+          grid={"patience": [1, 2, 3, 5, 8], "threshold": [0.0, 1e-4, 1e-3]},
+          sweep="logsage.replay.sweep:HF_FORM", counts="threshold",
+          common=[("HF patience 3, threshold 1e-4 (blog recipe)", {"patience": 3, "threshold": 1e-4})])
     def hf(x: RuleInput, *, patience: int = 1, threshold: float = 0.0) -> Outcome:
         '''One-line summary.
 
@@ -13,7 +16,15 @@ A rule is a pure, causal function of a metric history. It is declared once:
         '''
 
 * keyword-only, annotated, defaulted parameters ARE the schema: `logsage rules`,
-  `--rule name:k=v` parsing, type checks, grids and docs are derived from them;
+  `--rule name:k=v` parsing, type checks and docs are derived from them;
+* everything else the package knows about a rule is declared here too, and the
+  tables elsewhere are derived from it: its default search grid (`grid`) or the value
+  only the user can give (`needs_value`, e.g. "target=0.8"); its vectorized sweep
+  form (`sweep`, "module:attribute", resolved lazily by `logsage.replay.sweep`); the
+  margin parameter under which its counter is "evaluations since the best" when 0
+  (`counts`, for `logsage watch`); the common defaults people run with it (`common`:
+  display name + parameters, compared by `tune` and drawn by `report`); and a real
+  `reference` (library version and function, or paper);
 * `x.values` is already oriented so that lower is better (the objective negated a
   `max` metric); rules never branch on the mode;
 * the decision at evaluation t may use `x.values[: t + 1]` only (and the other
@@ -32,7 +43,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +51,10 @@ from logsage.core.errors import RuleConfigError
 
 # Parameters every rule accepts; applied through RuleInput.not_before.
 COMMON_PARAMS = {"min_evals": (int, 0), "min_steps": (int, 0)}
+COMMON_PARAM_HELP = {
+    "min_evals": "do not stop before this many evaluations (a stop is allowed at evaluation index >= min_evals - 1)",
+    "min_steps": "do not stop before this global step (a stop is allowed at an evaluation with step >= min_steps)",
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,19 @@ class Param:
 
 
 @dataclass(frozen=True)
+class CommonDefault:
+    """A setting people actually run (`tune` compares the recommendation with it)."""
+
+    label: str  # display name, e.g. "HF patience 3, threshold 1e-4 (blog recipe)"
+    rule: str
+    params: dict[str, Any]
+
+    @property
+    def spec(self) -> str:
+        return rule_spec(self.rule, self.params)
+
+
+@dataclass(frozen=True)
 class RuleInfo:
     name: str
     func: Callable[..., Outcome]
@@ -108,6 +136,13 @@ class RuleInfo:
     exact: str | None = None  # library whose semantics it reproduces exactly
     # Checks parameter values (keyword arguments = the rule's params); raises RuleConfigError.
     validate: Callable[..., None] | None = None
+    # Default search grid (parameter -> values); None when the rule needs a value of the user's.
+    grid: dict[str, tuple[Any, ...]] | None = None
+    needs_value: str | None = None  # an example of the value it needs, e.g. "target=0.8"
+    sweep: str | None = None  # "module:attribute" of its vectorized form
+    counts: str | None = None  # margin parameter; at 0 the counter is "evaluations since the best"
+    common: tuple[CommonDefault, ...] = ()
+    module: str = ""
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -151,8 +186,21 @@ def rule(
     exact: str | None = None,
     choices: dict[str, tuple[str, ...]] | None = None,
     validate: Callable[..., None] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    needs_value: str | None = None,
+    sweep: str | None = None,
+    counts: str | None = None,
+    common: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> Callable[[Callable[..., Outcome]], Callable[..., Outcome]]:
-    """Register a rule function under `name` (see the module docstring)."""
+    """Register a rule function under `name` (see the module docstring).
+
+    Exactly one of `grid` (its default search grid; {} for a rule with nothing to vary)
+    and `needs_value` must be given.
+    """
+    if (grid is None) == (needs_value is None):
+        raise TypeError(f"rule {name}: declare either a default grid or needs_value (a value of the user's own)")
+    if "seed-rules" in reference or not reference.strip():
+        raise TypeError(f"rule {name}: reference must cite a library version + function or a paper")
 
     def deco(func: Callable[..., Outcome]) -> Callable[..., Outcome]:
         sig = inspect.signature(func)
@@ -171,9 +219,16 @@ def rule(
                 t = args[0]
             params.append(Param(p.name, t, p.default, helps.get(p.name, ""),
                                 (choices or {}).get(p.name)))
+        names = {p.name for p in params}
+        for key in (*(grid or {}), *([counts] if counts else [])):
+            if key not in names and key not in COMMON_PARAMS:
+                raise TypeError(f"rule {name}: {key!r} is not one of its parameters")
         summary = (inspect.cleandoc(func.__doc__ or "").splitlines() or [""])[0]
-        REGISTRY[name] = RuleInfo(name, func, reference, summary, tuple(params), dict(aliases or {}),
-                                  tuple(needs), exact, validate)
+        REGISTRY[name] = RuleInfo(
+            name, func, reference, summary, tuple(params), dict(aliases or {}), tuple(needs), exact, validate,
+            grid=None if grid is None else {k: tuple(v) for k, v in grid.items()}, needs_value=needs_value,
+            sweep=sweep, counts=counts, common=tuple(CommonDefault(label, name, dict(ps)) for label, ps in common),
+            module=func.__module__)
         return func
 
     return deco
@@ -291,24 +346,133 @@ def parse_rule_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def list_rules() -> list[RuleInfo]:
+    """Every registered rule, in a fixed order whatever the import order: by family module (`rule_modules`),
+    then as declared in it."""
     _load_all()
-    return list(REGISTRY.values())
+    modules = {f"logsage.rules.{m}": i for i, m in enumerate(_MODULES)}
+    order = {name: i for i, name in enumerate(REGISTRY)}
+    return sorted(REGISTRY.values(), key=lambda r: (modules.get(r.module, len(modules)), order[r.name]))
 
 
-_RULE_MODULES = ("library", "patience", "smoothed", "adaptive", "multi", "prechelt", "trend", "threshold",
-                 "significance")
+def has_param(info: RuleInfo, key: str) -> bool:
+    """Whether a parameter name applies to a rule: one of its parameters, an alias of one, or min_evals/min_steps."""
+    k = info.aliases.get(key, key)
+    return k in COMMON_PARAMS or any(p.name == k for p in info.params)
+
+
+# ------------------------------------------------------------------ one spelling of "rule + params"
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "none" if v is None else str(v)
+
+
+def rule_spec(name: str, params: Mapping[str, Any]) -> str:
+    """The `--rule` spec that reproduces a (rule, parameters) pair: its non-default parameters only,
+    e.g. "hf:patience=3,threshold=0.0001" (the one formatter: tune, report, watch and replay use it).
+
+    A rule that is not registered is shown with every parameter given.
+    """
+    info = REGISTRY.get(name)
+    if info is None:
+        _load_all()
+        info = REGISTRY.get(name)
+    defaults: dict[str, Any] = {k: v[1] for k, v in COMMON_PARAMS.items()}
+    if info is not None:
+        defaults.update({p.name: p.default for p in info.params})
+    changed = [f"{k}={_value_text(v)}" for k, v in params.items()
+               if info is None or (k in defaults and not _same(defaults[k], v))]
+    return name + (":" + ",".join(changed) if changed else "")
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """`--grid patience=1,2,3 --grid threshold=0,1e-4` -> {"patience": ["1","2","3"], ...} (the one
+    `--grid` parser of every command; the values are typed by the rules).
+
+    Raises:
+        RuleConfigError: an item without NAME=V1,..., or a key given twice (which values were meant?).
+    """
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key.strip() or not vals:
+            raise RuleConfigError(f"bad --grid {item!r}; write NAME=V1,V2,... e.g. --grid patience=1,2,3")
+        if key.strip() in grid:
+            raise RuleConfigError(f"--grid {key.strip()} given twice; list all its values in one --grid")
+        grid[key.strip()] = vals
+    return grid
+
+
+# ------------------------------------------------------------------ tables derived from the declarations
+def default_grids() -> dict[str, dict[str, list[Any]]]:
+    """rule -> its declared default search grid (rules that need a value of the user's are absent)."""
+    return {i.name: {k: list(v) for k, v in i.grid.items()} for i in list_rules() if i.grid is not None}
+
+
+def user_value_rules() -> dict[str, str]:
+    """rule -> an example of the value of the user's own it needs before it can be searched."""
+    return {i.name: i.needs_value for i in list_rules() if i.needs_value is not None}
+
+
+def common_defaults() -> list[CommonDefault]:
+    """The settings people actually run, in registry order (tune's comparison, report's rules)."""
+    return [c for i in list_rules() for c in i.common]
+
+
+def counting_rules() -> dict[str, str]:
+    """rule -> its margin parameter, for rules whose counter is "evaluations since the best" at margin 0."""
+    return {i.name: i.counts for i in list_rules() if i.counts}
+
+
+def sweep_forms() -> dict[str, str]:
+    """rule -> "module:attribute" of its vectorized sweep form."""
+    return {i.name: i.sweep for i in list_rules() if i.sweep}
+
+
+def rules_table_markdown() -> str:
+    """The README's rules table, generated from the declarations (a test keeps the README equal to it)."""
+    lines = ["| rule | what | default grid | exact semantics of | reference |", "|---|---|---|---|---|"]
+    for i in list_rules():
+        if i.grid is None:
+            grid = f"needs a value of your own (e.g. `{i.needs_value}`)"
+        elif not i.grid:
+            grid = "nothing to vary"
+        else:
+            grid = "; ".join(f"{k} {', '.join(_value_text(v) for v in vs)}" for k, vs in i.grid.items())
+        what = i.summary.rstrip(".").replace("|", "\\|")
+        lines.append(f"| `{i.name}` | {what} | {grid} | {i.exact or ''} | {i.reference.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def rule_modules() -> list[str]:
+    """The rule family modules of this package (every public module of logsage.rules but the contract)."""
+    import pkgutil
+
+    import logsage.rules as pkg
+
+    found = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")
+                   and m.name != "base")
+    # The library rules first: the ones people know (and `all` lists them first).
+    return sorted(found, key=lambda m: m != "library")
+
+
+_LOADED: list[str] = []
+_MODULES: list[str] = []
 
 
 def _load_all() -> None:
+    """Import every rule module once (each registers its rules); an import error is a bug and raises."""
+    if _LOADED:
+        return
     import importlib
 
-    for m in _RULE_MODULES:
-        try:
-            importlib.import_module(f"logsage.rules.{m}")
-        except ModuleNotFoundError as e:
-            if e.name != f"logsage.rules.{m}":
-                raise
-
-
-def finite_or_none(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
+    for m in _MODULES or _MODULES.extend(rule_modules()) or _MODULES:
+        importlib.import_module(f"logsage.rules.{m}")
+        _LOADED.append(m)

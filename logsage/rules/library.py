@@ -41,10 +41,17 @@ def _validate_hf(*, patience: int, threshold: float) -> None:
 
 @rule(
     "hf",
-    reference="transformers EarlyStoppingCallback + Trainer best_metric (4.47+ / 5.x)",
+    reference="transformers 4.47+ / 5.x: EarlyStoppingCallback.check_metric_value + "
+              "Trainer._determine_best_metric",
     aliases={"early_stopping_patience": "patience", "early_stopping_threshold": "threshold"},
     exact="transformers",
     validate=_validate_hf,
+    # The patience and threshold values the guides use (0, HF's default; 1e-4 and 1e-3 as in the blog recipes).
+    grid={"patience": [1, 2, 3, 5, 8], "threshold": [0.0, 1e-4, 1e-3]},
+    sweep="logsage.replay.sweep:HF_FORM",
+    counts="threshold",
+    common=[("HF patience 3, threshold 1e-4 (blog recipe)", {"patience": 3, "threshold": 1e-4}),
+            ("HF defaults (patience 1)", {})],
 )
 def hf(x: RuleInput, *, patience: int = 1, threshold: float = 0.0) -> Outcome:
     """Hugging Face EarlyStoppingCallback: stop after `patience` evaluations without a gain above `threshold`.
@@ -114,8 +121,10 @@ def _validate_lightning(*, patience: int, min_delta: float, check_finite: bool,
     finite_or_unset("lightning", "divergence_threshold", divergence_threshold)
 
 
-@rule("lightning", reference="PyTorch Lightning EarlyStopping 2.6 (_evaluate_stopping_criteria)",
-      exact="lightning", validate=_validate_lightning)
+@rule("lightning", reference="lightning 2.6: lightning.pytorch.callbacks.EarlyStopping._evaluate_stopping_criteria",
+      exact="lightning", validate=_validate_lightning,
+      grid={"patience": [1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]}, counts="min_delta",
+      common=[("Lightning defaults (patience 3)", {})])
 def lightning(x: RuleInput, *, patience: int = 3, min_delta: float = 0.0, check_finite: bool = True,
               stopping_threshold: float | None = None,
               divergence_threshold: float | None = None) -> Outcome:
@@ -195,8 +204,11 @@ def _validate_keras(*, patience: int, min_delta: float, baseline: float | None, 
     at_least("keras", "start_from_epoch", start_from_epoch, 0)
 
 
-@rule("keras", reference="Keras 3 EarlyStopping (3.15, keras/src/callbacks/early_stopping.py)",
-      exact="keras", validate=_validate_keras)
+@rule("keras", reference="keras 3.15: keras.callbacks.EarlyStopping.on_epoch_end (keras/src/callbacks/early_stopping.py)",
+      exact="keras", validate=_validate_keras,
+      # Keras' own default patience 0 is in the grid.
+      grid={"patience": [0, 1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]}, counts="min_delta",
+      common=[("Keras defaults (patience 0)", {})])
 def keras(x: RuleInput, *, patience: int = 0, min_delta: float = 0.0, baseline: float | None = None,
           start_from_epoch: int = 0, restore_best_weights: bool = False) -> Outcome:
     """Keras EarlyStopping: stop after `patience` epochs without an improvement, Keras' way.

@@ -1,6 +1,6 @@
 """The multi-metric rule: patience on a weighted composite of several metrics, or "all must stall".
 
-From the fine-tuning guides (seed-rules.md, 'Multi-metric weighted'): a composite
+From the fine-tuning guides: a composite
 `Σ w_i · s_i` where s_i is the value of a min metric and the negated value of a
 max metric (so lower is better), with patience on the composite; and a
 commenter's combinator that keeps training while any metric still improves.
@@ -94,9 +94,11 @@ def _validate(*, metrics: str, normalize: bool, combine: str, patience: int, min
     finite_at_least("multi", "min_delta", min_delta, 0.0)
 
 
-@rule("multi", reference="multi-metric weighted early stopping and 'all must stall' (seed-rules.md, "
-                         "'Multi-metric weighted')",
-      needs=("extra",), choices={"combine": COMBINES}, validate=_validate)
+@rule("multi", reference="Goodfellow, Bengio & Courville 2016, Deep Learning, Algorithm 7.1 on a weighted "
+                         "composite of metrics, or on each metric with a stop when all have stalled",
+      needs=("extra",), choices={"combine": COMBINES}, validate=_validate,
+      # Which metrics to combine and how belongs to the user's runs: no default fits every run.
+      needs_value="metrics=eval_loss:min:0.7;eval_accuracy:max:0.3")
 def multi(x: RuleInput, *, metrics: str = "", normalize: bool = False, combine: str = "weighted",
           patience: int = 7, min_delta: float = 0.0) -> Outcome:
     """Multi-metric: patience on a weighted composite of several metrics, or stop only when all stall.

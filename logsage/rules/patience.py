@@ -1,7 +1,7 @@
 """The plain patience rule, and the patience scan that smoothed, adaptive and multi build on.
 
 Two definitions of "no improvement" circulate in fine-tuning guides and must not
-be confused (seed-rules.md):
+be confused:
 
 * ``no-improvement``: count evaluations that are not better than the best so far
   by more than δ (a plateau stops);
@@ -100,8 +100,11 @@ def _validate(*, patience: int, min_delta: float, relative: bool, definition: st
             f"definition must be one of {', '.join(DEFINITIONS)}, got {definition!r}")
 
 
-@rule("patience", reference="practitioners' patience rule, both definitions (seed-rules.md, 'Plain patience')",
-      choices={"definition": DEFINITIONS}, validate=_validate)
+@rule("patience", reference="Goodfellow, Bengio & Courville 2016, Deep Learning, §7.8 Algorithm 7.1 (early "
+                            "stopping with patience p); the degradation count as in Prechelt 1998 UP_s with strips of 1",
+      choices={"definition": DEFINITIONS}, validate=_validate,
+      grid={"patience": [1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]},
+      sweep="logsage.replay.sweep:PATIENCE_FORM", counts="min_delta")
 def patience_rule(x: RuleInput, *, patience: int = 3, min_delta: float = 0.0, relative: bool = False,
                   definition: str = "no-improvement") -> Outcome:
     """Plain patience: stop after `patience` evaluations without improvement (or with degradation).

@@ -77,6 +77,7 @@ def _validate_gl(*, alpha: float) -> None:
 
 
 @rule("gl", reference="Prechelt 1998, 'Early Stopping - But When?', GL_alpha (generalization loss)",
+      grid={"alpha": [1.0, 2.0, 3.0, 5.0]}, common=[("Prechelt GL (defaults)", {})],  # the alphas of his study
       validate=_validate_gl)
 def gl(x: RuleInput, *, alpha: float = 2.0) -> Outcome:
     """Prechelt GL_α: stop after the first evaluation whose generalization loss exceeds α percent.
@@ -130,6 +131,7 @@ def training_progress(train_steps: list[int], train_vals: list[float], eval_step
 
 
 @rule("pq", reference="Prechelt 1998, 'Early Stopping - But When?', PQ_alpha (generalization loss / progress)",
+      grid={"alpha": [0.5, 0.75, 1.0, 2.0]}, common=[("Prechelt PQ (defaults)", {})],
       needs=("train_loss",), validate=_validate_pq)
 def pq(x: RuleInput, *, alpha: float = 0.5, k: int = 5) -> Outcome:
     """Prechelt PQ_α: stop when generalization loss divided by training progress exceeds α.
@@ -189,6 +191,8 @@ def _validate_up(*, s: int, k: int) -> None:
 
 
 @rule("up", reference="Prechelt 1998, 'Early Stopping - But When?', UP_s (successive strips with an increase)",
+      # s = 1..4 (his best trade-offs were UP3/UP4), at every evaluation (k=1) or strips of 5 as in his study.
+      grid={"s": [1, 2, 3, 4], "k": [1, 5]}, common=[("Prechelt UP (defaults)", {})],
       validate=_validate_up)
 def up(x: RuleInput, *, s: int = 2, k: int = 1) -> Outcome:
     """Prechelt UP_s: stop after s successive strip ends each worse than the strip end before it.

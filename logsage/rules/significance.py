@@ -82,9 +82,11 @@ def _validate(*, test: str, alpha: float, patience: int) -> None:
     at_least("significance", "patience", patience, 0)
 
 
-@rule("significance", reference="paired test of per-example eval losses against the best checkpoint "
-                                "(scipy.stats.wilcoxon / ttest_rel; cf. Optuna WilcoxonPruner)",
-      needs=("per_example",), choices={"test": TESTS}, validate=_validate)
+@rule("significance", reference="scipy 1.x scipy.stats.wilcoxon / scipy.stats.ttest_rel on per-example eval "
+                                "losses against the best checkpoint (cf. optuna 4.x optuna.pruners.WilcoxonPruner)",
+      needs=("per_example",), choices={"test": TESTS}, validate=_validate,
+      # The usual levels 0.01-0.1 with patience 1-5; runs without per-example losses cannot be judged.
+      grid={"alpha": [0.01, 0.05, 0.1], "patience": [1, 2, 3, 5]})
 def significance(x: RuleInput, *, test: str = "wilcoxon", alpha: float = 0.05, patience: int = 3) -> Outcome:
     """Significance: patience where an improvement must be a significant paired gain on per-example losses.
 

@@ -1,7 +1,7 @@
 """The smoothed patience rule: patience on a causal moving average (or EMA) of the metric.
 
 Commenters on fine-tuning guides recommend it so that one noisy evaluation does not
-stop a run (seed-rules.md, 'Smoothed').
+stop a run.
 """
 
 from __future__ import annotations
@@ -56,8 +56,12 @@ def _validate(*, window: int, alpha: float, patience: int, min_delta: float) -> 
     finite_at_least("smoothed", "min_delta", min_delta, 0.0)
 
 
-@rule("smoothed", reference="patience on a trailing moving average (seed-rules.md, 'Smoothed')",
-      validate=_validate)
+@rule("smoothed", reference="Goodfellow, Bengio & Courville 2016, Deep Learning, Algorithm 7.1 on a causal "
+                            "trailing mean (pandas Series.rolling(w, min_periods=1).mean()) or EMA "
+                            "(Series.ewm(alpha, adjust=False).mean())",
+      validate=_validate,
+      # The guides' window 3 and a wider 5, each with patience 2-5.
+      grid={"window": [3, 5], "patience": [2, 3, 5]})
 def smoothed(x: RuleInput, *, window: int = 3, alpha: float = 0.0, patience: int = 3,
              min_delta: float = 0.0) -> Outcome:
     """Smoothed patience: the no-improvement patience rule applied to a moving average of the metric.

@@ -27,8 +27,9 @@ def _validate_threshold(*, target: float, strict: bool) -> None:
             f"target must be a finite number, got {target!r}")
 
 
-@rule("threshold", reference="stop on reaching a target value (cf. Lightning stopping_threshold, "
-                             "Optuna ThresholdPruner)", validate=_validate_threshold)
+@rule("threshold", reference="lightning 2.6 EarlyStopping(stopping_threshold=...) and optuna 4.x "
+                             "optuna.pruners.ThresholdPruner: stop on reaching a target value", validate=_validate_threshold,
+      needs_value="target=0.8")  # a target in the metric's own units: only the user knows it
 def threshold(x: RuleInput, *, target: float = math.nan, strict: bool = False) -> Outcome:
     """Threshold: stop at the first evaluation that reaches a target value.
 
@@ -70,8 +71,12 @@ def _validate_divergence(*, bound: float | None, ratio: float) -> None:
             f"ratio must be 0 (off) or > 1 (how many times worse than the best), got {ratio!r}")
 
 
-@rule("divergence", reference="divergence guard: non-finite values, a bound, or a multiple of the best "
-                              "(cf. Lightning check_finite / divergence_threshold)", validate=_validate_divergence)
+@rule("divergence", reference="lightning 2.6 EarlyStopping(check_finite=True, divergence_threshold=...): "
+                              "non-finite values, a bound, or (here) a multiple of the best",
+      validate=_validate_divergence,
+      # Non-finite values only (ratio 0, its default), or 1.5, 2 or 3 times worse than the best so far;
+      # the absolute `bound` is in the metric's units: the user's.
+      grid={"ratio": [0.0, 1.5, 2.0, 3.0]})
 def divergence(x: RuleInput, *, bound: float | None = None, ratio: float = 0.0) -> Outcome:
     """Divergence: stop at the first non-finite value, or the first value past a bound or a multiple of the best.
 
@@ -117,7 +122,9 @@ def divergence(x: RuleInput, *, bound: float | None = None, ratio: float = 0.0) 
 
 
 # ------------------------------------------------------------------ none
-@rule("none", reference="no early stopping: train to the end, keep the best evaluation (the baseline)")
+@rule("none", reference="Prechelt 1998, 'Early Stopping - But When?': the baseline every criterion is scored "
+                        "against (train to the end, keep the best evaluation)",
+      grid={}, common=[("no early stop", {})])
 def none(x: RuleInput) -> Outcome:
     """None: never stop; the selected evaluation is the best over the whole run (the baseline to beat).
 

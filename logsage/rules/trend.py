@@ -1,13 +1,17 @@
 """The slope rule: stop when a least-squares line through the latest evaluations rises significantly.
 
 The guides score a stop by the slope of the last 5 validation losses
-(seed-rules.md, 'Scoring a stopping decision'); this rule turns that score into a
+(a common way to score a stopping decision); this rule turns that score into a
 decision, with the p-value as its statistically honest companion.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from logsage.rules._common import (
     at_least,
@@ -41,6 +45,14 @@ def ols_t(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return slope, slope / math.sqrt(ssr / (n - 2) / sxx)
 
 
+@functools.lru_cache(maxsize=256)
+def _critical_t(alpha: float, df: int) -> float:
+    """The one-sided Student-t critical value (a pure function of its arguments, so cached)."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(1.0 - alpha, df))
+
+
 def one_sided_p(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """(slope, p-value for 'slope > 0') from scipy.stats.linregress: the two-sided p halved on the rising side."""
     from scipy.stats import linregress
@@ -50,9 +62,9 @@ def one_sided_p(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return float(res.slope), (p2 / 2 if res.slope > 0 else 1.0 - p2 / 2)
 
 
-@rule("slope", reference="least-squares trend of the last evaluations with a one-sided t-test "
-                         "(scipy.stats.linregress); seed-rules.md 'Scoring a stopping decision'",
-      validate=_validate)
+@rule("slope", reference="scipy 1.x scipy.stats.linregress (least-squares slope of the last w evaluations) "
+                         "with its t statistic read one-sided (scipy.stats.t.sf)",
+      validate=_validate, grid={"window": [3, 5, 8], "alpha": [0.05, 0.1]})
 def slope(x: RuleInput, *, window: int = 5, alpha: float = 0.05) -> Outcome:
     """Slope: stop when the metric's least-squares trend over the last `window` evaluations worsens significantly.
 
@@ -77,29 +89,32 @@ def slope(x: RuleInput, *, window: int = 5, alpha: float = 0.05) -> Outcome:
     if len(finite_idx) < window:
         return undecidable(f"{x.metric} has {evals(len(finite_idx))} with a finite value; "
                            f"rule slope needs at least window={window}")
-    from scipy.stats import t as student_t
-
-    # p < alpha  <=>  t statistic > the one-sided critical value: one ppf instead of a test per evaluation.
-    t_crit = float(student_t.ppf(1.0 - alpha, window - 2))
-    xs_all: list[float] = []
-    ys_all: list[float] = []
-    for t, v in enumerate(vals):
-        if not math.isfinite(v):
-            continue
-        xs_all.append(float(t))
-        ys_all.append(v)
-        if len(xs_all) < window or t < x.not_before:
-            continue
-        xs, ys = xs_all[-window:], ys_all[-window:]
-        b, tstat = ols_t(xs, ys)
-        if b > 0 and tstat > t_crit:
-            b_lin, p = one_sided_p(xs, ys)
-            shown_slope = -b_lin if x.mode == "max" else b_lin
-            best = best_index_upto(vals, t)
-            word = "falling" if x.mode == "max" else "rising"
-            return Outcome(t, best, f"{x.metric} has been {word} over its last {window} finite evaluations "
-                                    f"(slope {num(shown_slope)} per evaluation, one-sided p {num(p)} < {num(alpha)}) "
-                                    f"at step {int(x.steps[t])}; {best_phrase(x, best)}")
+    # p < alpha  <=>  t statistic > the one-sided critical value: one ppf instead of a test per evaluation,
+    # and every window's statistic at once (the same formulas as `ols_t`, over the finite values only).
+    t_crit = _critical_t(alpha, window - 2)
+    fin = np.asarray(finite_idx, dtype=np.int64)
+    xs_w = sliding_window_view(fin.astype(np.float64), window)
+    ys_w = sliding_window_view(x.values[fin], window)
+    dx = xs_w - xs_w.mean(axis=1)[:, None]
+    dy = ys_w - ys_w.mean(axis=1)[:, None]
+    sxx = (dx * dx).sum(axis=1)
+    sxy = (dx * dy).sum(axis=1)
+    b = sxy / sxx
+    ssr = np.maximum((dy * dy).sum(axis=1) - b * sxy, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tstat = np.where(ssr == 0.0, np.where(b > 0, np.inf, np.nan), b / np.sqrt(ssr / (window - 2) / sxx))
+    ends = fin[window - 1:]
+    hits = np.flatnonzero((b > 0) & (tstat > t_crit) & (ends >= x.not_before))
+    if hits.size:
+        k = int(hits[0])
+        t = int(ends[k])
+        b_lin, p = one_sided_p(fin[k:k + window].astype(float).tolist(), x.values[fin[k:k + window]].tolist())
+        shown_slope = -b_lin if x.mode == "max" else b_lin
+        best = best_index_upto(vals, t)
+        word = "falling" if x.mode == "max" else "rising"
+        return Outcome(t, best, f"{x.metric} has been {word} over its last {window} finite evaluations "
+                                f"(slope {num(shown_slope)} per evaluation, one-sided p {num(p)} < {num(alpha)}) "
+                                f"at step {int(x.steps[t])}; {best_phrase(x, best)}")
     best = best_index_upto(vals, n - 1)
     return Outcome(None, best, f"{x.metric} never worsened significantly (alpha {num(alpha)}) over {window} "
                                f"evaluations in {evals(n)}; {best_phrase(x, best)}")

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from logsage.rules.base import get_rule, list_rules, resolve_params
 
-from . import test_library, test_multi, test_patience, test_prechelt, test_significance, test_threshold, test_trend
+from . import test_forecast_fixed_combined, test_library, test_multi, test_patience, test_prechelt, test_significance, test_threshold, test_trend
 from ._helpers import decide
 
 GOLDEN = {}
-for _module in (test_library, test_patience, test_multi, test_prechelt, test_trend, test_threshold,
+for _module in (test_forecast_fixed_combined, test_library, test_patience, test_multi, test_prechelt, test_trend, test_threshold,
                 test_significance):
     GOLDEN.update(_module.GOLDEN)
 
@@ -26,7 +26,7 @@ ALL_RULES = [info.name for info in list_rules()]
 
 def test_the_rule_set_is_complete():
     expected = {"hf", "lightning", "keras", "patience", "smoothed", "adaptive", "multi", "gl", "pq", "up", "slope",
-                "threshold", "divergence", "none", "significance"}
+                "threshold", "divergence", "none", "significance", "forecast", "fixed", "patience-trend", "recommended"}
     assert expected <= set(ALL_RULES)
 
 
@@ -63,8 +63,8 @@ def _inputs(name: str, values: list[float]) -> tuple[dict, dict]:
     steps = [10 * (i + 1) for i in range(n)]
     kw: dict = {"steps": steps}
     params: dict = {}
-    if name == "adaptive":
-        kw["budget_steps"] = 10 * n
+    if name in ("adaptive", "fixed", "forecast", "recommended"):
+        kw["budget_steps"] = 10 * n + 20
     elif name == "multi":
         params = {"metrics": "eval_loss:0.5;eval_accuracy:max:0.5", "patience": 2}
         kw["extra"] = {"eval_accuracy": [1.0 / (1.0 + v) if math.isfinite(v) else v for v in values]}
