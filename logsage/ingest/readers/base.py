@@ -150,7 +150,13 @@ def read_bytes(path: Path, *, max_bytes: int | None = None, what: str = "log") -
     """The bytes of a regular file, or a one-line IngestError (not regular, unreadable, over `max_bytes`)."""
     with open_regular(path) as f:
         try:
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+            if max_bytes is None:
+                data = f.read()
+            else:  # sized by fstat (no cap-sized buffer); a file that grew while read is read on, to the cap
+                size = os.fstat(f.fileno()).st_size
+                data = f.read(min(size, max_bytes) + 1)
+                if len(data) > size and len(data) <= max_bytes:
+                    data += f.read(max_bytes + 1 - len(data))
         except OSError as e:
             raise IngestError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
     if max_bytes is not None and len(data) > max_bytes:
