@@ -118,9 +118,15 @@ def test_run_folder_1200_levels_deep_is_no_recursion_error(tmp_path):
         deep = deep / "d"
         deep.mkdir(parents=deep.parent == run)
     shutil.copyfile(STATE, deep / "trainer_state.json")
-    h = logsage.load_history(run, use_cache=False)
-    assert len(h.metric("eval_loss")) == 5
-    assert h.files == [str(deep / "trainer_state.json")]
+    try:
+        h = logsage.load_history(run, use_cache=False)
+        assert len(h.metric("eval_loss")) == 5
+        assert h.files == [str(deep / "trainer_state.json")]
+    finally:  # bottom-up, iteratively: shutil.rmtree (and pytest's cleanup) recurse per level
+        (deep / "trainer_state.json").unlink()
+        while deep != run:
+            deep.rmdir()
+            deep = deep.parent
 
 
 def test_unlistable_subfolder_injected_oserror_is_a_warning(tmp_path, monkeypatch):
