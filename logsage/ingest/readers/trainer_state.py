@@ -197,7 +197,9 @@ def _step_of(v: Any) -> tuple[int | None, str]:
             i = int(v.strip())
         except ValueError:
             f = to_float(v)
-            if f is None or not math.isfinite(f) or f != int(f):
+            if f is not None and not math.isfinite(f):
+                return None, "not finite"
+            if f is None or f != int(f):
                 return None, "not a whole number"
             i = int(f)
         return (i, "string") if _INT64_MIN <= i <= _INT64_MAX else (None, "beyond int64")
@@ -221,6 +223,8 @@ def _value_of(v: Any) -> float | None:
 
 def _short(v: Any) -> str:
     """A value as a short example for a message (never raises)."""
+    if isinstance(v, str) and v in QUOTED_NON_FINITE:  # shown as the file has it, whichever decoder read it
+        return v
     try:
         text = json.dumps(v, allow_nan=True, default=str) if not isinstance(v, str) else repr(v)
     except (RecursionError, ValueError, TypeError):
