@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup, Series
 
@@ -195,9 +197,14 @@ def series_from_columns(
     cleanups: list[Cleanup] = []
     for name, (steps, values) in columns.items():
         wt = wall_times.get(name) if wall_times else None
-        s, dups = Series.from_points(
-            name, steps, values, wall_times=wt, source=file, format=format, precision=precision
-        )
+        if (wt is None and isinstance(steps, np.ndarray) and steps.dtype == np.int64
+                and (steps.size < 2 or bool((steps[1:] > steps[:-1]).all()))):
+            # Already sorted, one write per step (the usual log): nothing to sort or replace.
+            s, dups = Series(name, steps, values, source=file, format=format, precision=precision), 0
+        else:
+            s, dups = Series.from_points(
+                name, steps, values, wall_times=wt, source=file, format=format, precision=precision
+            )
         if dups:
             cleanups.append(
                 Cleanup("duplicates", f"{name}: {dups} earlier write(s) of a repeated step replaced by the later one",

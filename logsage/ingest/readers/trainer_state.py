@@ -47,10 +47,10 @@ column is converted to numpy at once; only unusual values take the per-value pat
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from array import array
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -312,6 +312,18 @@ class _Collector:
             for i, r, step in good:
                 self.add_record(i, r, step)
             return
+        # All columns in one pass: the records of a shape list their values in the same key
+        # order, so their values, chained, are a row-major matrix (when they are all numbers).
+        try:
+            flat = np.frombuffer(array("d", chain.from_iterable(map(dict.values, recs))), dtype=np.float64)
+        except (TypeError, OverflowError):
+            flat = None
+        if flat is not None and flat.size == len(recs) * len(keys):
+            matrix = flat.reshape(len(recs), len(keys))
+            for j, k in enumerate(keys):
+                if k != "step":
+                    self.parts.setdefault(k, []).append((idx, steps, np.ascontiguousarray(matrix[:, j])))
+            return
         for k in keys:
             if k == "step":
                 continue
@@ -360,18 +372,8 @@ class _Collector:
 
 def _group_by_shape(history: list) -> tuple[dict[tuple[str, ...], list[int]], int]:
     """{keys of a record: indices of the records with exactly those keys, ascending}, and the
-    number of entries that are not objects."""
-    n = len(history)
-    if n and set(map(type, history)) == {dict}:
-        # All in C: a shape's code is the index of its first record (setdefault keeps the first).
-        shape_of = list(map(tuple, history))
-        first_of: dict[tuple[str, ...], int] = {}
-        codes = np.fromiter(map(first_of.setdefault, shape_of, itertools.count()), np.int64, n)
-        if len(first_of) == 1:
-            return {shape_of[0]: list(range(n))}, 0
-        order = np.argsort(codes, kind="stable")
-        bounds = np.flatnonzero(np.diff(codes[order])) + 1
-        return {shape_of[int(g[0])]: g.tolist() for g in np.split(order, bounds)}, 0
+    number of entries that are not objects. (A plain loop: measured faster here than
+    building the shape codes with map/numpy.)"""
     shapes: dict[tuple[str, ...], list[int]] = {}
     not_objects = 0
     for i, rec in enumerate(history):
