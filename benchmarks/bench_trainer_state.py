@@ -126,21 +126,23 @@ def with_logsage(path: Path) -> int:
     return sum(len(s) for s in h.series.values())
 
 
-def median_times(fns: dict, path: Path, repeat: int) -> dict[str, tuple[float, int]]:
-    """Median seconds and points of each reader; the readers take turns, so load on a shared
-    machine falls on all of them alike."""
+def median_times(fns: dict, path: Path, repeat: int) -> dict[str, tuple[float, float, int]]:
+    """Median wall and CPU seconds and the points of each reader; the readers take turns, so load
+    on a shared machine falls on all of them alike."""
     for fn in fns.values():  # warm: imports, first-call caches
         fn(path)
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     points: dict[str, int] = {}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = fn(path)
-            times[name].append(time.perf_counter() - t0)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
             points[name] = n_points(result)
             del result
-    return {k: (statistics.median(v), points[k]) for k, v in times.items()}
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k]), points[k]) for k in fns}
 
 
 def main() -> None:
@@ -159,9 +161,9 @@ def main() -> None:
         decoder = "orjson"
     except ImportError:
         decoder = "json (orjson not installed)"
-    print(f"trainer_state.json ingest, medians of {repeat}; logsage decoder: {decoder}")
-    print(f"{'entries':>9} {'MB':>7} {'naive s':>9} {'pandas s':>9} {'logsage s':>10} {'vs naive':>9} "
-          f"{'vs pandas':>10} {'NaN file s':>11} {'vs naive':>9}")
+    print(f"trainer_state.json ingest, medians of {repeat}; logsage decoder: {decoder}; ratios > 1: logsage faster")
+    print(f"{'entries':>9} {'MB':>6} | {'naive wall':>10} {'logsage':>8} {'ratio':>6} | {'naive CPU':>9} {'logsage':>8} "
+          f"{'ratio':>6} | {'pandas CPU':>10} {'ratio':>6} | {'NaN file: ratio CPU':>19}")
     for n in [int(x) for x in args.sizes.split(",")]:
         path = FOLDER / f"n{n}" / "trainer_state.json"
         nan_path = FOLDER / f"n{n}-nan" / "trainer_state.json"
@@ -174,17 +176,18 @@ def main() -> None:
             fns["pandas"] = with_pandas
         res = median_times(fns, path, repeat)
         res_nan = median_times({"naive": naive, "logsage": with_logsage}, nan_path, repeat)
-        (t_naive, n_naive), (t_ls, n_ls) = res["naive"], res["logsage"]
-        t_naive_nan, t_nan = res_nan["naive"][0], res_nan["logsage"][0]
-        if has_pandas:
-            t_pd, n_pd = res["pandas"]
-            assert n_pd == n_naive, (n_pd, n_naive)
+        (w_naive, c_naive, n_naive), (w_ls, c_ls, n_ls) = res["naive"], res["logsage"]
         assert n_ls == n_naive, f"logsage read {n_ls} points, the naive loop {n_naive}"
-        assert res_nan["logsage"][1] == res_nan["naive"][1]
-        pd_s = f"{t_pd:9.4f}" if has_pandas else f"{'-':>9}"
-        pd_r = f"{t_pd / t_ls:9.2f}x" if has_pandas else f"{'-':>10}"
-        print(f"{n:>9,} {path.stat().st_size / 1e6:7.1f} {t_naive:9.4f} {pd_s} {t_ls:10.4f} "
-              f"{t_naive / t_ls:8.2f}x {pd_r} {t_nan:11.4f} {t_naive_nan / t_nan:8.2f}x")
+        assert res_nan["logsage"][2] == res_nan["naive"][2]
+        if has_pandas:
+            c_pd, n_pd = res["pandas"][1], res["pandas"][2]
+            assert n_pd == n_naive, (n_pd, n_naive)
+            pd_cols = f"{c_pd:10.4f} {c_pd / c_ls:5.2f}x"
+        else:
+            pd_cols = f"{'-':>10} {'-':>6}"
+        nan_ratio = res_nan["naive"][1] / res_nan["logsage"][1]
+        print(f"{n:>9,} {path.stat().st_size / 1e6:6.1f} | {w_naive:10.4f} {w_ls:8.4f} {w_naive / w_ls:5.2f}x | "
+              f"{c_naive:9.4f} {c_ls:8.4f} {c_naive / c_ls:5.2f}x | {pd_cols} | {nan_ratio:18.2f}x")
 
 
 if __name__ == "__main__":

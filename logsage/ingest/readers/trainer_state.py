@@ -121,15 +121,18 @@ def decode(data: bytes, *, file: str) -> tuple[Any, bool]:
         data = data[len(_BOM):]
     fast = _fast_loads()
     if fast is not None:
-        quoted = b"NaN" in data or b"Infinity" in data
-        body = data
-        if quoted:  # -Infinity: the first replace makes it -"Infinity", the second "-Infinity"
+        try:  # the usual file first, as it is (no scan for the tokens: most files have none)
+            return fast(data), False
+        except ValueError:  # orjson.JSONDecodeError: NaN/Infinity, bad UTF-8, huge ints, or broken JSON
+            pass
+        if b"NaN" in data or b"Infinity" in data:
+            # -Infinity: the first replace makes it -"Infinity", the second "-Infinity"
             body = (data.replace(b"Infinity", b'"Infinity"').replace(b'-"Infinity"', b'"-Infinity"')
                     .replace(b"NaN", b'"NaN"'))
-        try:
-            return fast(body), quoted
-        except ValueError:  # orjson.JSONDecodeError: bad UTF-8, huge ints, or broken JSON
-            pass
+            try:
+                return fast(body), True
+            except ValueError:
+                pass
     return loads_lenient(data.decode("utf-8", errors="replace"), file=file), False
 
 
@@ -373,14 +376,22 @@ class _Collector:
 def _group_by_shape(history: list) -> tuple[dict[tuple[str, ...], list[int]], int]:
     """{keys of a record: indices of the records with exactly those keys, ascending}, and the
     number of entries that are not objects. (A plain loop: measured faster here than
-    building the shape codes with map/numpy.)"""
+    building the shape codes with map/numpy; consecutive records often share a shape.)"""
     shapes: dict[tuple[str, ...], list[int]] = {}
     not_objects = 0
+    prev: tuple | None = None
+    group: list[int] = []
     for i, rec in enumerate(history):
-        if type(rec) is dict:
-            shapes.setdefault(tuple(rec), []).append(i)
-        else:
+        if type(rec) is not dict:
             not_objects += 1
+            continue
+        key = tuple(rec)
+        if key != prev:
+            group = shapes.get(key)
+            if group is None:
+                group = shapes[key] = []
+            prev = key
+        group.append(i)
     return shapes, not_objects
 
 
