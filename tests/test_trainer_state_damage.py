@@ -168,3 +168,21 @@ def test_quoting_bare_tokens_never_changes_a_string():
     obj, _ = ts.decode(data, file="f")
     assert obj["note"] == "lr-Infinity NaN"
     assert math.isnan(ts.QUOTED_NON_FINITE.get(obj["v"], obj["v"])) and obj["w"] in ("-Infinity", -math.inf)
+
+
+def test_resumed_run_with_a_summary_in_the_middle_keeps_later_points(tmp_path):
+    """HF writes a training summary at the end of each train(); a resumed run continues after it."""
+    state = _state()
+    hist = state["log_history"]
+    summary = next(r for r in hist if "train_runtime" in r)
+    last = max(r["step"] for r in hist if "step" in r)
+    ev = _evals(state)
+    later = [{"epoch": 40.0, "loss": 0.01, "step": last + 10},
+             {"epoch": 40.0, "eval_loss": 0.5, "step": last + 10},  # a new evaluation: a point
+             {"epoch": 40.0, "eval_loss": 0.123, "step": ev[0]["step"]}]  # an already evaluated step: summary
+    hist[hist.index(summary) + 1:hist.index(summary) + 1] = later
+    h = logsage.load_history(_write(tmp_path, state))
+    s = h.metric("eval_loss")
+    assert s.steps.tolist()[-1] == last + 10 and s.values[-1] == 0.5
+    assert s.values[0] == ev[0]["eval_loss"] and h.summary["eval_loss"] == 0.123
+    assert h.metric("loss").steps.tolist()[-1] == last + 10

@@ -266,6 +266,7 @@ class _Collector:
         self.bad_step_values = 0
         self.coerced_steps = _Tally()
         self.nested_keys = 0
+        self._seen: dict[str, set[int]] = {}
 
     def add_value(self, idx: int, key: str, step: int, v: Any) -> None:
         fv = _value_of(v)
@@ -278,6 +279,8 @@ class _Collector:
             self.bad_values.setdefault(key, _Tally()).add(f"{_short(v)} at step {step}")
             return
         col = self.late.setdefault(key, ([], [], []))
+        if key in self._seen:
+            self._seen[key].add(step)
         col[0].append(idx)
         col[1].append(step)
         col[2].append(fv)
@@ -351,10 +354,15 @@ class _Collector:
             return None
 
     def has_step(self, key: str, step: int) -> bool:
-        if any(bool((s == step).any()) for _, s, _ in self.parts.get(key, ())):
-            return True
-        late = self.late.get(key)
-        return late is not None and step in late[1]
+        """Whether `key` already has a point at `step` (a set per key, built once, kept up to date)."""
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = set()
+            for _, s, _ in self.parts.get(key, ()):
+                seen.update(s.tolist())
+            seen.update(self.late.get(key, ((), (), ()))[1])
+            self._seen[key] = seen
+        return step in seen
 
     def columns(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """metric -> (steps, values) in write order."""
@@ -483,7 +491,10 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     slow: list[int] = []
     for keys, idx in shapes.items():
         n_keys += len(keys) * len(idx)
-        if "step" not in keys or _is_summary(keys) or idx[-1] >= first_summary:
+        # Only evaluations after the summary are order-sensitive (a final evaluate() at a step the
+        # curve has); train records after it (a resumed run) stay on the fast path.
+        has_eval = any(k.startswith("eval_") for k in keys)
+        if "step" not in keys or _is_summary(keys) or (has_eval and idx[-1] >= first_summary):
             cut = idx if ("step" not in keys or _is_summary(keys)) else [i for i in idx if i >= first_summary]
             slow.extend(cut)
             idx = [] if cut is idx else [i for i in idx if i < first_summary]
