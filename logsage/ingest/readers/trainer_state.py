@@ -293,8 +293,10 @@ class _Collector:
     def add_shape(self, keys: tuple[str, ...], idx: list[int], history: list) -> None:
         """Records `history[i] for i in idx`, which share `keys` (one being "step"): column by column.
 
-        `array` converts a whole column in C and refuses what is not a number (None, text,
-        lists) with a TypeError; those columns, and steps that are not all ints, go value by value.
+        All columns at once when every value is a number (or a numeric string, as `to_float`
+        reads it); else per column with `array`, which converts a whole column in C and
+        refuses what is not a number (None, text, lists) with a TypeError; those columns, and
+        steps that are not all ints, go value by value.
         """
         recs = itemgetter(*idx)(history) if len(idx) > 1 else (history[idx[0]],)
         steps_raw = list(map(itemgetter("step"), recs))
@@ -320,11 +322,16 @@ class _Collector:
             return
         # All columns in one pass: the records of a shape list their values in the same key
         # order, so their values, chained, are a row-major matrix (when they are all numbers).
+        # np.fromiter is the fastest converter measured here, but it reads None (JSON null) as NaN:
+        # a matrix with any NaN goes the exact way below, which tells null from NaN.
         try:
-            flat = np.frombuffer(array("d", chain.from_iterable(map(dict.values, recs))), dtype=np.float64)
-        except (TypeError, OverflowError):
+            flat = np.fromiter(chain.from_iterable(map(dict.values, recs)), dtype=np.float64,
+                               count=len(recs) * len(keys))
+            if np.isnan(flat).any():
+                flat = None
+        except (TypeError, ValueError, OverflowError):
             flat = None
-        if flat is not None and flat.size == len(recs) * len(keys):
+        if flat is not None:
             matrix = flat.reshape(len(recs), len(keys))
             for j, k in enumerate(keys):
                 if k != "step":
