@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import logsage
 from logsage.cli.main import cli
-from logsage.ingest.readers import trainer_state as ts
+from logsage.ingest import fastjson
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real-runs" / "hf_trainer_state"
@@ -148,7 +148,7 @@ def test_shape_order_keeps_write_order_for_repeated_steps(tmp_path):
 def test_orjson_and_the_stdlib_decoder_read_alike(path, monkeypatch):
     """The fast path (orjson, bare NaN quoted) and the stdlib decoder give the same History."""
     fast = logsage.load_history(path, use_cache=False)
-    monkeypatch.setattr(ts, "_orjson", False)
+    monkeypatch.setattr(fastjson, "_orjson", False)
     slow = logsage.load_history(path, use_cache=False)
     assert fast.series.keys() == slow.series.keys()
     for k in fast.series:
@@ -165,9 +165,9 @@ def test_orjson_and_the_stdlib_decoder_read_alike(path, monkeypatch):
 
 def test_quoting_bare_tokens_never_changes_a_string():
     data = b'{"note": "lr-Infinity NaN", "v": NaN, "w": -Infinity, "x": Infinity}'
-    obj, _ = ts.decode(data, file="f")
+    obj, _ = fastjson.decode(data, file="f")
     assert obj["note"] == "lr-Infinity NaN"
-    assert math.isnan(ts.QUOTED_NON_FINITE.get(obj["v"], obj["v"])) and obj["w"] in ("-Infinity", -math.inf)
+    assert math.isnan(fastjson.QUOTED_NON_FINITE.get(obj["v"], obj["v"])) and obj["w"] in ("-Infinity", -math.inf)
 
 
 def test_resumed_run_with_a_summary_in_the_middle_keeps_later_points(tmp_path):

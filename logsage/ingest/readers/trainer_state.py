@@ -39,8 +39,8 @@ Nothing is dropped silently (each is a `Cleanup` with a count and an example):
 Meta values of the wrong type (``"global_step": "forty"``, a list for
 ``stateful_callbacks``) are left out with a warning, never a traceback.
 
-Speed (issue 14): the file is decoded with orjson when it is installed (the stdlib
-decoder, which accepts bare NaN/Infinity, when orjson refuses the file or is absent),
+Speed (issue 14): the file is decoded by `logsage.ingest.fastjson` (orjson when it is
+installed, bare NaN/Infinity included; the stdlib decoder otherwise, with the same result),
 and records are read by shape: records with the same keys are gathered and each
 column is converted to numpy at once; only unusual values take the per-value path.
 """
@@ -59,8 +59,8 @@ import numpy as np
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
-from logsage.ingest.readers.base import (ReadContext, ReadResult, loads_lenient, max_json_bytes, read_bytes,
-                                         series_from_columns, to_float)
+from logsage.ingest.fastjson import QUOTED_NON_FINITE, count_keys, decode, duplicate_keys
+from logsage.ingest.readers.base import ReadContext, ReadResult, max_json_bytes, read_bytes, series_from_columns, to_float
 
 FORMAT = "trainer-state"
 DESCRIPTION = "Hugging Face trainer_state.json (Trainer, TRL, LLaMA-Factory, ms-swift, axolotl)"
@@ -72,7 +72,6 @@ _NUMERIC_META = ("global_step", "max_steps", "num_train_epochs", "eval_steps", "
                  "best_metric", "best_global_step", "train_batch_size", "epoch")
 _OTHER_META = ("best_model_checkpoint", "stateful_callbacks")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_BOM = b"\xef\xbb\xbf"
 _EXAMPLES = 3
 
 
@@ -83,98 +82,6 @@ def claims(path: Path, head: bytes) -> bool:
         return False
     start = head.lstrip()
     return start.startswith(b"{") and b'"log_history"' in head and b'"global_step"' in head
-
-
-# --------------------------------------------------------------------- decoding
-_orjson: Any = None
-
-
-def _fast_loads():
-    """orjson.loads when orjson is installed (an optional speed-up), else None."""
-    global _orjson
-    if _orjson is None:
-        try:
-            import orjson
-
-            _orjson = orjson.loads
-        except ImportError:
-            _orjson = False
-    return _orjson or None
-
-
-# Python's json writes NaN, Infinity and -Infinity bare; orjson refuses them. Quoted, they are
-# strings that `to_float` reads as the same floats. The substitution cannot change a string's
-# content unnoticed: inside a string, the inserted quote ends it and leaves a bare word
-# behind, which no JSON decoder accepts, so that file falls back to the stdlib decoder.
-QUOTED_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def decode(data: bytes, *, file: str) -> tuple[Any, bool]:
-    """JSON bytes to Python, and whether bare NaN/Infinity tokens came back as the strings
-    "NaN"/"Infinity"/"-Infinity" (read by `to_float` as the floats).
-
-    orjson first (an optional speed-up), on the bytes with those tokens quoted when there are
-    any; the stdlib decoder (bare tokens, invalid UTF-8 replaced, the one-line error with line
-    and column) when orjson refuses the file or is not installed.
-    """
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
-    fast = _fast_loads()
-    if fast is not None:
-        try:  # the usual file first, as it is (no scan for the tokens: most files have none)
-            return fast(data), False
-        except ValueError:  # orjson.JSONDecodeError: NaN/Infinity, bad UTF-8, huge ints, or broken JSON
-            pass
-        if b"NaN" in data or b"Infinity" in data:
-            # -Infinity: the first replace makes it -"Infinity", the second "-Infinity"
-            body = (data.replace(b"Infinity", b'"Infinity"').replace(b'-"Infinity"', b'"-Infinity"')
-                    .replace(b"NaN", b'"NaN"'))
-            try:
-                return fast(body), True
-            except ValueError:
-                pass
-    return loads_lenient(data.decode("utf-8", errors="replace"), file=file), False
-
-
-_MAX_DEPTH = 512  # what the stdlib decoder refuses (~1,000) and orjson accepts must read alike
-
-
-def _count_keys(obj: Any, *, file: str = "") -> int:
-    """Keys of every object inside `obj` (iterative: no recursion limit); IngestError past `_MAX_DEPTH`."""
-    n = 0
-    stack = [(obj, 0)]
-    while stack:
-        o, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise IngestError(f"{file}: JSON nested too deeply to be a training log; check the file or pass --format")
-        if type(o) is dict:
-            n += len(o)
-            stack.extend((v, depth + 1) for v in o.values() if type(v) in (dict, list))
-        elif type(o) is list:
-            stack.extend((v, depth + 1) for v in o if type(v) in (dict, list))
-    return n
-
-
-def _duplicate_keys(data: bytes, file: str) -> list[tuple[str, Any]]:
-    """(key, step or None) for every repeated key of a JSON object in the file (the slow, exact check)."""
-    found: list[tuple[str, Any]] = []
-
-    def hook(pairs):
-        d = dict(pairs)
-        if len(d) < len(pairs):
-            seen = set()
-            for k, _ in pairs:
-                if k in seen:
-                    found.append((k, d.get("step")))
-                seen.add(k)
-        return d
-
-    text = data.removeprefix(_BOM).decode("utf-8", errors="replace")
-    try:
-        json.loads(text, object_pairs_hook=hook)
-    except (ValueError, RecursionError):
-        return []
-    return found
 
 
 def _load(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -275,7 +182,7 @@ class _Collector:
                 self.n_null += 1
                 return
             if type(v) in (dict, list):
-                self.nested_keys += _count_keys(v, file=self.file)
+                self.nested_keys += count_keys(v, file=self.file)
             self.bad_values.setdefault(key, _Tally()).add(f"{_short(v)} at step {step}")
             return
         col = self.late.setdefault(key, ([], [], []))
@@ -486,10 +393,10 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res.meta["trainer_state_file"] = str(path)
 
     history = state["log_history"]
-    n_keys = 1 + _count_keys({k: v for k, v in state.items() if k != "log_history"}, file=file)
+    n_keys = 1 + count_keys({k: v for k, v in state.items() if k != "log_history"}, file=file)
     shapes, not_objects = _group_by_shape(history)
     if not_objects:
-        n_keys += sum(_count_keys(rec, file=file) for rec in history if type(rec) is not dict)
+        n_keys += sum(count_keys(rec, file=file) for rec in history if type(rec) is not dict)
 
     # Records in order-sensitive roles (the training summary, and whatever follows it; records
     # without a step) are read one by one; the rest, by shape.
@@ -561,7 +468,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     _report(col, not_objects, file, res)
     n_keys += col.nested_keys
     if data.count(b":") != n_keys:  # more colons than keys: some are in strings, or a key is repeated
-        dups = _duplicate_keys(data, file)
+        dups = duplicate_keys(data, file)
         if dups:
             k, step = dups[0]
             where = f"the record at step {_short(step)}" if step is not None else "an object"
