@@ -110,7 +110,8 @@ def test_usage_errors_exit_2(args, needle):
 def test_one_bad_run_does_not_abort_the_others(tmp_path):
     missing = str(tmp_path / "nope")
     r = invoke(WHISPER, missing, "--rule", "hf", "--json")
-    assert r.exit_code == 0
+    assert r.exit_code == 1  # the multi-run rule: the readable run is reported, the exit code says one was not
+    assert "1 of 2 run(s) could not be read" in r.stderr
     doc = strict_json(r.stdout)
     assert [d["run"] for d in doc["decisions"]] == [WHISPER, missing]
     assert doc["decisions"][1]["decidable"] is False

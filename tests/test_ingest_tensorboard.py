@@ -345,10 +345,12 @@ def test_corrupt_record_in_the_middle(ten_points, where, words):
     data[offset + 12 + length // 2 if where == "data" else offset + 3] ^= 0x40
     f.write_bytes(bytes(data))
     res = _read([f])
-    assert _series(res)["eval/loss"].values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # Resynchronised on the next whole record: only step 5 (the damaged record) is lost.
+    assert _series(res)["eval/loss"].values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 7.0, 8.0, 9.0]
     assert len(res.warnings) == 1
     assert str(f) in res.warnings[0] and f"byte {offset}" in res.warnings[0] and words in res.warnings[0]
-    assert res.cleanups[0].kind == "truncated" and res.cleanups[0].file == str(f)
+    assert f"skipped {length + 16} damaged byte(s) in 1 stretch" in res.warnings[0]
+    assert [(c.kind, c.file, c.count) for c in res.cleanups] == [("dropped_record", str(f), 1)]
 
 
 def test_valid_checksums_around_garbage_payload_skips_only_that_record(tmp_path):

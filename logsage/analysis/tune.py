@@ -396,7 +396,7 @@ def tune_paths(paths: Sequence[str], *, format: str | None = None, use_cache: bo
     _candidate_pairs(kwargs.get("rules"), kwargs.get("grid"), [])
     _extra_pairs(kwargs.get("baseline") or DEFAULT_BASELINE, [])
     histories, errors = load_histories(paths, format=format, use_cache=use_cache, cache_dir=cache_dir)
-    unreadable = [{"run": e["run"], "reason": without_run(e["run"], e["error"])} for e in errors]
+    unreadable = [{"run": e["run"], "reason": without_run(e["run"], e["error"]), "unreadable": True} for e in errors]
     result = tune(histories, **kwargs)
     if unreadable:
         order = {str(p): i for i, p in enumerate(paths)}

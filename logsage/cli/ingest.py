@@ -28,6 +28,9 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_j
         logsage ingest runs/qwen-lora
         logsage ingest lightning_logs/version_0/metrics.csv --json
         logsage ingest run-part1 run-part2 --stitch
+
+    Several PATHS: each run that cannot be read gets its own error line (in --json, an entry
+    of "errors") and the others are still reported. Exit code 1 when any PATH could not be read, with every other run still reported; 0 when all were.
     """
     from logsage.ingest import load_histories, load_history, load_sessions, stitch_histories
 
@@ -50,7 +53,10 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_j
             warn(w)
     for e in errors:
         click.echo(f"Error: {e['error']}", err=True)
-    if errors:
+    if errors:  # the multi-run rule (see --help)
+        from logsage.cli.output import partial_failure
+
+        click.echo(f"Error: {partial_failure(len(errors), len(paths), 'read')}", err=True)
         raise SystemExit(1)
 
 

@@ -66,6 +66,13 @@ def describe_os_error(err: OSError) -> str:
     return f"{where}: {err.strerror or err}; {hint}"
 
 
+def partial_failure(n_failed: int, n_runs: int, verb: str) -> str:
+    """The one line of the multi-run rule: every multi-run command (ingest, replay, tune, report)
+    reports the runs it could read and exits 1 when any PATH could not be."""
+    return (f"{n_failed} of {n_runs} run(s) could not be {verb} (see above); the others are reported - "
+            "exit code 1 so that scripts notice")
+
+
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 

@@ -58,7 +58,11 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         logsage replay runs/* --rule hf --grid patience=1,2,3,5 --json
         logsage replay metrics.csv --metric val_acc --mode max --rule all --plot curves.png
         logsage replay runs/* --rule hf:patience=3 --rule gl --markdown >> "$GITHUB_STEP_SUMMARY"
+
+    Several PATHS: a run that cannot be read or replayed is reported (in the table, in
+    --json "errors") and never stops the others. Exit code 1 when any PATH could not be read, with every other run still reported; 0 when all were (a run that was read but cannot be judged, e.g. it lacks the metric, is reported and does not count).
     """
+    from logsage.cli.output import partial_failure
     from logsage.core.errors import LogsageError, UsageError
     from logsage.replay.engine import replay_paths
 
@@ -116,6 +120,9 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         if len(paths) == 1:
             raise LogsageError(result.errors[0]["error"])
         raise LogsageError(f"none of the {len(paths)} runs could be replayed; first: {result.errors[0]['error']}")
+    unread = set(paths) - {h.path for h in result.histories}
+    if unread:  # the multi-run rule (see --help): the others are reported, the exit code says not all were read
+        raise LogsageError(partial_failure(len(unread), len(paths), "read"))
 
 
 def _emit_csv(result) -> None:

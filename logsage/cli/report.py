@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logsage.cli.output import cache_options, emit_json, format_option, json_option, warn
+from logsage.cli.output import cache_options, emit_json, format_option, json_option, partial_failure, warn
 from logsage.cli.tune import cost_model, cost_options, metric_options
 
 
@@ -43,6 +43,9 @@ def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: st
     Example:
         logsage report runs/qwen-lora --out report.html
         logsage report runs/* --out report.html --tune --png plots/
+
+    A run that cannot be read is named at the top of the report and on stderr; the report
+    of the others is still written. Exit code 1 when any PATH could not be read, with every other run still reported; 0 when all were (a run that was read but cannot be judged, e.g. it lacks the metric, is reported and does not count).
     """
     from logsage.report.html import report_paths
     from logsage.analysis.tune import run_message
@@ -64,3 +67,8 @@ def command(paths: tuple[str, ...], out: str, rules: tuple[str, ...], metric: st
     else:
         for p in result["written"]:
             click.echo(f"wrote {p}")
+    unread = set(paths) - set(result["runs"])
+    if unread:  # the multi-run rule (see --help): the report names them; the exit code says not all were read
+        from logsage.core.errors import LogsageError
+
+        raise LogsageError(partial_failure(len(unread), len(paths), "read"))

@@ -87,6 +87,9 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
         logsage tune runs/* --objective exchange:rate=5 --baseline hf:patience=5
         logsage tune runs/* --gpus 8 --gpu-hour-cost 2.5 --json
         logsage tune runs/* --markdown >> "$GITHUB_STEP_SUMMARY"
+
+    A run that cannot be read is left out (listed in "excluded", marked "unreadable") and
+    the others are tuned on. Exit code 1 when any PATH could not be read, with every other run still reported; 0 when all were (a run that was read but cannot be judged, e.g. it lacks the metric, is reported and does not count).
     """
     import sys
 
@@ -113,6 +116,12 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid_items: tuple[st
         warn(f"left out {run_message(e['run'], e['reason'])}")
     if result.recommendation is None:
         raise SystemExit(1)
+    unread = [e for e in result.excluded if e.get("unreadable")]
+    if unread:  # the multi-run rule (see --help): tuned on the others; the exit code says not all were read
+        from logsage.cli.output import partial_failure
+        from logsage.core.errors import LogsageError
+
+        raise LogsageError(partial_failure(len(unread), len(paths), "read"))
 
 
 # ---------------------------------------------------------------------- rendering

@@ -20,16 +20,17 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import stat
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from logsage.core.errors import IngestError, UsageError
 from logsage.core.history import Cleanup, History, Series
 from logsage.core.runfolder import RUN_MANIFEST, checkpoint_step
-from logsage.ingest.readers.base import PRECISION_RANK, ReadContext, ReadResult
+from logsage.ingest.readers.base import PRECISION_RANK, ReadContext, ReadResult, file_kind, open_regular
 
 # Detection order matters: the first reader that claims a file reads it.
 _READER_MODULES = [
@@ -111,9 +112,9 @@ FORMATS = _Formats()
 
 def _head(path: Path) -> bytes:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # never blocks, even if the file was swapped for a FIFO
             return f.read(4096)
-    except OSError:
+    except (OSError, IngestError):
         return b""
 
 
@@ -121,19 +122,86 @@ def _is_checkpoint_dir(name: str) -> bool:
     return checkpoint_step(name) is not None  # the one checkpoint-name rule (logsage.core.runfolder)
 
 
-def _walk(root: Path) -> Iterable[Path]:
-    """Files of a run folder, sorted; a checkpoint-N/ folder contributes only its trainer_state.json."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
-        here = Path(dirpath)
-        parts = here.relative_to(root).parts
-        if parts and _is_checkpoint_dir(parts[0]):
-            dirnames[:] = []
-            if len(parts) == 1 and "trainer_state.json" in filenames:
-                yield here / "trainer_state.json"
+class _Skipped:
+    """Files of a run folder that are not read, by reason: one cleanup per file while they are few,
+    one summary per reason (count and a few examples) when a folder holds thousands."""
+
+    LIST_UP_TO = 20
+    EXAMPLES = 5
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.by_reason: dict[str, list[Path]] = {}
+
+    def add(self, path: Path, reason: str) -> None:
+        self.by_reason.setdefault(reason, []).append(path)
+
+    def cleanups(self) -> list[Cleanup]:
+        out = []
+        for reason, paths in self.by_reason.items():
+            if len(paths) <= self.LIST_UP_TO:
+                out.extend(Cleanup("skipped_file", f"{self._rel(f)}: {reason}; skipped", file=str(f)) for f in paths)
+                continue
+            examples = ", ".join(self._rel(f) for f in paths[:self.EXAMPLES])
+            out.append(Cleanup("skipped_file", f"{len(paths)} files: {reason}; skipped (e.g. {examples}, ...)",
+                               file=str(self.root), count=len(paths)))
+        return out
+
+    def _rel(self, f: Path) -> str:
+        try:
+            return str(f.relative_to(self.root))
+        except ValueError:
+            return str(f)
+
+
+def _walk(root: Path, history: History, skipped: _Skipped) -> Iterator[Path]:
+    """Regular files of a run folder, sorted, depth first; a checkpoint-N/ folder contributes only
+    its trainer_state.json.
+
+    Iterative (a folder 1,200 levels deep is no RecursionError); symlinked folders are not
+    followed (no loops); FIFOs, devices, sockets and broken or looping links are skipped and
+    recorded (opening a FIFO would block forever); a folder that cannot be listed is a warning.
+    """
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        here, parts = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if not parts:
+                raise IngestError(f"{root}: cannot be listed ({e.strerror or e}); check its permissions") from None
+            msg = (f"{root}: sub-folder {'/'.join(parts)} cannot be listed ({e.strerror or e}); "
+                   "its logs (event files, checkpoints) are missing from this run - fix its permissions")
+            history.warnings.append(msg)
+            history.cleanups.append(Cleanup("skipped_file", msg, file=str(here)))
             continue
-        for fn in sorted(filenames):
-            yield here / fn
+        in_checkpoint = bool(parts) and _is_checkpoint_dir(parts[0])
+        subdirs = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not in_checkpoint and not entry.name.startswith(".") and entry.name != "__pycache__":
+                    subdirs.append(entry.name)
+                continue
+            if in_checkpoint and (len(parts) > 1 or entry.name != "trainer_state.json"):
+                continue  # weights, optimizer state...: the checkpoint inventory reads those
+            path = here / entry.name
+            try:
+                st = os.stat(path)  # follows a link: what would be read
+            except OSError as e:
+                skipped.add(path, f"cannot be read ({e.strerror or e}: a broken or looping link?)")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue  # a symlinked folder: not followed
+            if not stat.S_ISREG(st.st_mode):
+                skipped.add(path, f"{file_kind(st.st_mode)}, not a regular file")
+                continue
+            yield path
+        stack.extend((here / d, parts + (d,)) for d in reversed(subdirs))
 
 
 def _reader_for(path: Path, readers: list[ModuleType], choices: list[Cleanup] | None = None) -> ModuleType | None:
@@ -202,6 +270,14 @@ def load_history(
     groups: dict[str, list[Path]] = {}
     by_name = {r.FORMAT: r for r in readers}
 
+    if not p.is_dir():
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise IngestError(f"{given}: cannot be read ({e.strerror or e}); check the path") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise IngestError(f"{given}: is {file_kind(st.st_mode)}, not a regular file; logsage reads only "
+                              "regular files - give the log file or its run folder")
     if p.is_file():
         r = readers[0] if format is not None else _reader_for(p, readers, history.cleanups)
         if r is None:
@@ -210,8 +286,8 @@ def load_history(
             )
         groups[r.FORMAT] = [p]
     else:
-        for f in _walk(p):
-            rel = str(f.relative_to(p))
+        skipped = _Skipped(p)
+        for f in _walk(p, history, skipped):
             if f.name in _SUMMARY_FILES:
                 _read_summary(f, history)
                 continue
@@ -221,11 +297,11 @@ def load_history(
             r = _reader_for(f, readers, history.cleanups)
             if r is None:
                 if f.name not in _KNOWN_NON_LOGS and f.suffix.lower() not in _NOT_LOG_SUFFIXES:
-                    history.cleanups.append(
-                        Cleanup("skipped_file", f"{rel}: not a log format logsage reads; skipped", file=str(f)))
+                    skipped.add(f, "not a log format logsage reads")
                 continue
             groups.setdefault(r.FORMAT, []).append(f)
         _drop_wandb_console(p, groups, history)
+        history.cleanups.extend(skipped.cleanups())
 
     _warn_if_several_runs(p, groups, history)
     results: list[ReadResult] = []
@@ -346,10 +422,10 @@ def load_sessions(path: str | os.PathLike, **kwargs) -> list[History]:
 
 
 def _read_summary(f: Path, history: History) -> None:
-    from logsage.ingest.readers.base import loads_lenient, read_text, to_float
+    from logsage.ingest.readers.base import loads_lenient, read_json_text, to_float
 
     try:
-        data = loads_lenient(read_text(f), file=str(f))
+        data = loads_lenient(read_json_text(f), file=str(f))
     except IngestError as e:
         history.warnings.append(str(e))
         return

@@ -1,4 +1,4 @@
-"""On-disk cache of parsed log files, keyed by the file's identity (path, size, mtime).
+"""On-disk cache of parsed log files, keyed by the file's identity (path, size, mtime, inode, ctime, edge hash).
 
 A reader that parses a big file once (TensorBoard events, say) stores what it
 parsed - a dict of numpy arrays plus a JSON-able dict - and the next read of the
@@ -10,8 +10,10 @@ same unchanged file loads that instead of parsing again:
     ...     arrays, meta = parse(path)
     ...     cache.put(path, arrays, meta)
 
-The key is the file's real absolute path, its size and its mtime in nanoseconds,
-the reader's namespace and its format version: any change re-parses. Entries are
+The key is the file's identity (`file_identity`: real absolute path, size, mtime,
+device, inode, ctime and a hash of its first and last 64 KiB), the reader's namespace and
+its format version: any change re-parses, including a rewrite in place that keeps the
+size and puts the old mtime back. Entries are
 written to a temporary file in the same folder and renamed into place
 (`os.replace`), so several processes can share the cache: a reader sees either a
 whole entry or none. A missing, truncated or otherwise unreadable entry is
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 
 # Bump when the entry layout below changes (readers version their own content).
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 _SUFFIX = ".npys"
 
 
@@ -50,11 +52,39 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("logsage"))
 
 
+_EDGE_BYTES = 64 * 1024  # how much of the head and of the tail the identity hashes
+
+
+def _edge_digest(path: str, size: int) -> str:
+    """A hash of the first and the last 64 KiB of the file's first `size` bytes (all of a small file)."""
+    h = hashlib.blake2b(digest_size=16)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if size <= 2 * _EDGE_BYTES:
+            h.update(os.pread(fd, size, 0))
+        else:
+            h.update(os.pread(fd, _EDGE_BYTES, 0))
+            h.update(os.pread(fd, _EDGE_BYTES, size - _EDGE_BYTES))
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
 def file_identity(path: str | os.PathLike, st: os.stat_result | None = None) -> dict[str, Any]:
-    """What a cache entry is keyed by: real absolute path, size, mtime_ns."""
+    """What a cache entry is keyed by: the file as it is now, so that any rewrite re-parses.
+
+    Real absolute path, size and mtime_ns (what an append or an ordinary save changes); device,
+    inode and ctime_ns (a file replaced by a rename, or rewritten in place and given its old
+    mtime back with `touch -d`/`os.utime`: the kernel sets ctime on every write and every
+    utime, and no user can set it); and a hash of its first and last 64 KiB (a rewrite on a
+    filesystem whose ctime is too coarse to tell two writes apart). Costs one stat and two
+    64 KiB reads, whatever the file's size.
+    """
     real = os.path.realpath(path)
     st = st if st is not None else os.stat(real)
-    return {"path": real, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    size = int(st.st_size)
+    return {"path": real, "size": size, "mtime_ns": int(st.st_mtime_ns), "dev": int(st.st_dev),
+            "ino": int(st.st_ino), "ctime_ns": int(st.st_ctime_ns), "edges": _edge_digest(real, size)}
 
 
 class FileCache:

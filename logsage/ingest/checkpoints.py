@@ -193,6 +193,14 @@ _LIGHTNING_DIRS = ("", "checkpoints")
 _KIND_ORDER = {"deepspeed": 1, "torchtune_epoch": 2, "mlx_adapter": 3, "lightning": 4}
 
 
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    """entry.is_dir() / is_file(), False for a link that loops or cannot be followed (ELOOP, EACCES...)."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError:
+        return False
+
+
 def _entries(folder: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it:
@@ -209,7 +217,7 @@ def scan(run_dir: str | os.PathLike) -> Scan:
     top = _entries(root)
     ckpt_names: list[str] = []
     for e in top:
-        is_dir = e.is_dir()
+        is_dir = _is(e, "dir")
         step = checkpoint_step(e.name)
         if step is not None and is_dir:
             ckpt_names.append(e.name)
@@ -224,11 +232,11 @@ def scan(run_dir: str | os.PathLike) -> Scan:
             found.append(_torchtune(root / e.name, int(m.group(1))))
     for sub in _MLX_DIRS:
         for e in (top if not sub else _entries(root / sub)):
-            if (m := _MLX.fullmatch(e.name)) and e.is_file():
+            if (m := _MLX.fullmatch(e.name)) and _is(e, "file"):
                 found.append(_mlx(root / sub / e.name if sub else root / e.name, int(m.group(1))))
     for sub in _LIGHTNING_DIRS:
         for e in (top if not sub else _entries(root / sub)):
-            if (m := _LIGHTNING.fullmatch(e.name)) and e.is_file():
+            if (m := _LIGHTNING.fullmatch(e.name)) and _is(e, "file"):
                 found.append(_lightning(root / sub / e.name if sub else root / e.name, int(m.group(2))))
     conflicts = step_conflicts(ckpt_names)
     for name in ckpt_names:

@@ -32,7 +32,7 @@ import numpy as np
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup, Series
-from logsage.ingest.readers.base import read_text, to_float
+from logsage.ingest.readers.base import open_regular, read_text, to_float
 
 # Cells that mean "not logged here": blank (CSV writers' default), Keras CSVLogger's "NA",
 # pandas/W&B spellings of None.
@@ -274,12 +274,12 @@ def whole_first_line(head: bytes, path: Path | None) -> bytes:
     if path is None or len(head) < _HEAD_BYTES or b"\n" in head.lstrip(b"\r\n"):
         return head
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # never blocks, even on a FIFO swapped in after the walk
             line = f.readline(_MAX_HEADER_BYTES)
             while not line.strip(b"\r\n") and line:  # blank lines before the first
                 line = f.readline(_MAX_HEADER_BYTES)
             return line or head
-    except OSError:
+    except (OSError, IngestError):
         return head
 
 

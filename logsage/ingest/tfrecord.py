@@ -4,7 +4,10 @@ One numba kernel (`_scan_kernel`) walks the records of a file held as a numpy
 uint8 array, verifies the masked CRC32C of every record's length and data (as
 TFRecord defines them), decodes the `Event` protobuf by hand (wall_time, step,
 summary.value[].tag / simple_value / tensor / metadata.plugin_data.plugin_name)
-and writes every scalar point into preallocated arrays. Tags are interned inside
+and writes every scalar point into preallocated arrays. A damaged record (a bad
+checksum, an impossible length) is not the end of the file: the scan looks for the next
+offset where a whole record starts (length and data checksums both valid) and goes on
+from there, counting the stretch it skipped. Tags are interned inside
 the kernel (FNV-1a hash + byte comparison, so there are no collisions; the tag
 that followed the previous one is tried first), which is
 what lets `scan_bytes` group points by tag with numpy alone.
@@ -67,7 +70,11 @@ _N_MALFORMED = 6  # checksums passed but the bytes are not an Event
 _FIRST_MALFORMED = 7
 _N_UNSUPPORTED = 8  # tensor values of the scalars plugin with a dtype/shape we do not decode
 _ERR_LENGTH = 9  # the declared data length of the damaged record (for messages)
-_N_COUNTERS = 10
+_N_GAPS = 10  # damaged stretches the scan resynchronised after (a valid record follows each)
+_GAP_BYTES = 11  # bytes skipped over in those stretches
+_FIRST_GAP = 12  # where the first such stretch starts
+_FIRST_GAP_CODE = 13  # and what was wrong there (a DAMAGE_* code)
+_N_COUNTERS = 14
 
 # Per-tag plugin state: a TF2 writer puts the summary metadata (which plugin owns
 # the tag) only on the first value of each tag, so the kernel remembers it.
@@ -198,6 +205,34 @@ def _intern(buf, start, length, slots, t_start, t_len, t_hash, n_tags):  # pragm
     return n_tags, n_tags + 1
 
 
+@njit(nogil=True)
+def _valid_record_at(buf, q, end, tables):  # pragma: no cover - compiled
+    """Whether a whole record starts at q: its length checksum and its data checksum both match."""
+    if end - q < 16:
+        return False
+    if _crc32c(buf, q, q + 8, tables) != _le(buf, q + 8, 4):
+        return False
+    length = _le(buf, q, 8)
+    if length < 0 or length > end - q - 16:
+        return False
+    return _crc32c(buf, q + 12, q + 12 + length, tables) == _le(buf, q + 12 + length, 4)
+
+
+@njit(nogil=True)
+def _resync(buf, pos, end, tables):  # pragma: no cover - compiled
+    """The offset of the next whole record after the damaged one at pos, or -1 when none follows.
+
+    A random byte position passes both 32-bit checksums with odds of about 2**-64, so a match
+    is a real record, not noise in the damaged stretch.
+    """
+    q = pos + 1
+    while end - q >= 16:
+        if _valid_record_at(buf, q, end, tables):
+            return q
+        q += 1
+    return -1
+
+
 @njit(cache=True, nogil=True)
 def _scan_kernel(buf, tables, p_step, p_wall, p_value, p_tag, slots, t_start, t_len, t_hash,
                  t_plugin, t_double, counters, walls):  # pragma: no cover - compiled
@@ -228,27 +263,35 @@ def _scan_kernel(buf, tables, p_step, p_wall, p_value, p_tag, slots, t_start, t_
     last_tid = -1
     status = _DONE
     while pos < end:
+        damage = DAMAGE_NONE
+        length = np.int64(0)
         if end - pos < 12:
-            counters[_ERR_CODE] = DAMAGE_SHORT_HEADER
-            counters[_ERR_OFFSET] = pos
-            break
-        length = _le(buf, pos, 8)
-        if _crc32c(buf, pos, pos + 8, tables) != _le(buf, pos + 8, 4):
-            counters[_ERR_CODE] = DAMAGE_LENGTH_CRC
-            counters[_ERR_OFFSET] = pos
-            break
-        if length < 0 or length > end - pos - 16:
-            counters[_ERR_CODE] = DAMAGE_SHORT_DATA
-            counters[_ERR_OFFSET] = pos
-            counters[_ERR_LENGTH] = length
-            break
+            damage = DAMAGE_SHORT_HEADER
+        else:
+            length = _le(buf, pos, 8)
+            if _crc32c(buf, pos, pos + 8, tables) != _le(buf, pos + 8, 4):
+                damage = DAMAGE_LENGTH_CRC
+            elif length < 0 or length > end - pos - 16:
+                damage = DAMAGE_SHORT_DATA
+            elif _crc32c(buf, pos + 12, pos + 12 + length, tables) != _le(buf, pos + 12 + length, 4):
+                damage = DAMAGE_DATA_CRC
+        if damage != DAMAGE_NONE:
+            # Resynchronise: a damaged record in the middle must not cost every record after it.
+            nxt = _resync(buf, pos, end, tables) if damage != DAMAGE_SHORT_HEADER else -1
+            if nxt < 0:  # nothing valid follows: the damage is the file's end (a cut or a corrupt tail)
+                counters[_ERR_CODE] = damage
+                counters[_ERR_OFFSET] = pos
+                counters[_ERR_LENGTH] = length
+                break
+            if counters[_N_GAPS] == 0:
+                counters[_FIRST_GAP] = pos
+                counters[_FIRST_GAP_CODE] = damage
+            counters[_N_GAPS] += 1
+            counters[_GAP_BYTES] += nxt - pos
+            pos = nxt
+            continue
         ds = pos + 12
         de = ds + length
-        if _crc32c(buf, ds, de, tables) != _le(buf, de, 4):
-            counters[_ERR_CODE] = DAMAGE_DATA_CRC
-            counters[_ERR_OFFSET] = pos
-            counters[_ERR_LENGTH] = length
-            break
 
         # ---- Event: wall_time = 1 (double), step = 2 (int64), summary = 5 (message)
         saved_points = n_points
@@ -560,7 +603,9 @@ class RawScan:
     """Every scalar point of one file in write order, tags interned.
 
     `tag_ids[i]` indexes `tags`; `damage` is one of the DAMAGE_* codes, at byte
-    `damage_offset` (the start of the bad record).
+    `damage_offset` (the start of the bad record): damage that ends the file. Damage followed by
+    a valid record is a gap the scan resynchronised after: `n_gaps` stretches, `gap_bytes`
+    skipped, the first at `first_gap` (what was wrong there: `first_gap_code`).
     """
 
     steps: np.ndarray  # int64
@@ -578,6 +623,10 @@ class RawScan:
     n_unsupported: int
     first_wall_time: float
     last_wall_time: float
+    n_gaps: int = 0
+    gap_bytes: int = 0
+    first_gap: int = -1
+    first_gap_code: int = 0
 
 
 _TABLES: np.ndarray | None = None
@@ -604,6 +653,7 @@ def scan_bytes(buf: np.ndarray) -> RawScan:
     t_double = np.zeros(tag_cap, np.uint8)
     counters = np.zeros(_N_COUNTERS, np.int64)
     counters[_FIRST_MALFORMED] = -1
+    counters[_FIRST_GAP] = -1
     walls = np.full(2, np.nan)
     while True:
         with _numba_start():
@@ -631,4 +681,6 @@ def scan_bytes(buf: np.ndarray) -> RawScan:
         damage_length=int(counters[_ERR_LENGTH]), n_malformed=int(counters[_N_MALFORMED]),
         first_malformed=int(counters[_FIRST_MALFORMED]), n_unsupported=int(counters[_N_UNSUPPORTED]),
         first_wall_time=float(walls[0]), last_wall_time=float(walls[1]),
+        n_gaps=int(counters[_N_GAPS]), gap_bytes=int(counters[_GAP_BYTES]), first_gap=int(counters[_FIRST_GAP]),
+        first_gap_code=int(counters[_FIRST_GAP_CODE]),
     )

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup, Series
@@ -99,18 +103,88 @@ def to_float(value: Any) -> float | None:
     return None
 
 
-def read_text(path: Path) -> str:
-    """Read a text log (UTF-8, BOM and CRLF tolerated) or raise a one-line IngestError."""
+# What one whole-file read of a JSON log may hold in memory (a 1M-record trainer_state.json
+# is ~250 MB). A symlink to /dev/zero is refused as not a regular file; this bounds the rest.
+MAX_JSON_BYTES_ENV = "LOGSAGE_MAX_JSON_BYTES"
+_DEFAULT_MAX_JSON_BYTES = 4 << 30
+
+
+def max_json_bytes() -> int:
+    """The cap on one JSON log read: $LOGSAGE_MAX_JSON_BYTES (bytes) if set and valid, else 4 GiB."""
+    raw = os.environ.get(MAX_JSON_BYTES_ENV, "")
     try:
-        data = path.read_bytes()
+        value = int(raw)
+    except ValueError:
+        return _DEFAULT_MAX_JSON_BYTES
+    return value if value > 0 else _DEFAULT_MAX_JSON_BYTES
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words, for messages about files that are not regular."""
+    for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def open_regular(path: Path):
+    """Open `path` for binary reading only if it is a regular file, without ever blocking.
+
+    O_NONBLOCK keeps a FIFO from blocking the open (it is then refused by fstat); checking
+    the opened descriptor, not the name, leaves no window for a swap between check and read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
     except OSError as e:
-        raise IngestError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+        raise IngestError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IngestError(f"{path}: is {file_kind(st.st_mode)}, not a regular file; logsage reads only "
+                              "regular files - give the log file itself")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: Path, *, max_bytes: int | None = None, what: str = "log") -> bytes:
+    """The bytes of a regular file, or a one-line IngestError (not regular, unreadable, over `max_bytes`)."""
+    with open_regular(path) as f:
+        try:
+            if max_bytes is None:
+                data = f.read()
+            else:  # sized by fstat (no cap-sized buffer); a file that grew while read is read on, to the cap
+                size = os.fstat(f.fileno()).st_size
+                data = f.read(min(size, max_bytes) + 1)
+                if len(data) > size and len(data) <= max_bytes:
+                    data += f.read(max_bytes + 1 - len(data))
+        except OSError as e:
+            raise IngestError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IngestError(
+            f"{path}: larger than the {max_bytes:,} bytes one {what} read may use; if the file is a real log, "
+            f"raise the cap with {MAX_JSON_BYTES_ENV}=<bytes>")
     if data.startswith(b"version https://git-lfs.github.com/spec/"):
         raise IngestError(
             f"{path}: is a Git LFS pointer, not the log itself; run `git lfs pull` in its repository first"
         )
+    return data
+
+
+def read_text(path: Path, *, max_bytes: int | None = None) -> str:
+    """Read a text log (UTF-8, BOM and CRLF tolerated) or raise a one-line IngestError."""
+    data = read_bytes(path, max_bytes=max_bytes)
     text = data.decode("utf-8-sig", errors="replace")
     return text.replace("\r\n", "\n")
+
+
+def read_json_text(path: Path) -> str:
+    """`read_text` for a whole-file JSON log, capped at `max_json_bytes()`."""
+    return read_text(path, max_bytes=max_json_bytes())
 
 
 def series_from_columns(
@@ -126,9 +200,14 @@ def series_from_columns(
     cleanups: list[Cleanup] = []
     for name, (steps, values) in columns.items():
         wt = wall_times.get(name) if wall_times else None
-        s, dups = Series.from_points(
-            name, steps, values, wall_times=wt, source=file, format=format, precision=precision
-        )
+        if (wt is None and isinstance(steps, np.ndarray) and steps.dtype == np.int64
+                and (steps.size < 2 or bool((steps[1:] > steps[:-1]).all()))):
+            # Already sorted, one write per step (the usual log): nothing to sort or replace.
+            s, dups = Series(name, steps, values, source=file, format=format, precision=precision), 0
+        else:
+            s, dups = Series.from_points(
+                name, steps, values, wall_times=wt, source=file, format=format, precision=precision
+            )
         if dups:
             cleanups.append(
                 Cleanup("duplicates", f"{name}: {dups} earlier write(s) of a repeated step replaced by the later one",

@@ -18,14 +18,17 @@ written (`eval/loss`, `val_loss`, `train/epoch`...), with per-point wall times.
   Trainer's post-training `trainer.evaluate()`, e.g. after
   `load_best_model_at_end`) is a run summary, not a new point of the curve: its
   values go to `summary` (cleanup `final_eval`).
-* Damage: a truncated or corrupt record (bad length or data CRC32C) ends the read
-  of that file; everything before it is kept, and a warning plus a `truncated`
-  cleanup say where (file and byte offset) and what is wrong. TensorBoard's own
-  loaders drop everything after such a record without saying so.
+* Damage: a corrupt record in the middle of a file (bad length or data CRC32C) is
+  skipped and the read resynchronises on the next whole record (both checksums
+  valid), so what follows is kept; a warning plus a `dropped_record` cleanup say where
+  the first damaged stretch starts, how many stretches and bytes were skipped.
+  Damage that runs to the end of the file (a cut last record) is a `truncated`
+  cleanup: everything before it is kept. TensorBoard's own loaders drop everything
+  after the first bad record without saying so.
 
 The scan itself is one compiled numba kernel (`_tfrecord.py`, imported only when a
 file is read, so `logsage --help` never loads numba). Parsed files are cached on
-disk (`cache.py`) keyed by path, size and mtime.
+disk (`cache.py`), keyed on what a rewrite in place changes (see `cache.file_identity`).
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ import numpy as np
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup, Series
-from logsage.ingest.readers.base import ReadContext, ReadResult
+from logsage.ingest.readers.base import ReadContext, ReadResult, open_regular
 from logsage.core.names import canonical_name, kind_of
 
 FORMAT = "tensorboard"
 DESCRIPTION = "TensorBoard event files (events.out.tfevents.*): simple_value and tensor scalars, several files per run"
 PRECISION = "float32"
 # Bump when what `scan_file` stores in the cache changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 _LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 
@@ -117,6 +120,10 @@ class FileScan:
     n_unsupported: int = 0
     first_wall_time: float = math.nan
     last_wall_time: float = math.nan
+    n_gaps: int = 0  # damaged stretches in the middle, skipped by resynchronising
+    gap_bytes: int = 0
+    first_gap: int = -1
+    first_gap_code: int = 0
     cached: bool = False  # True when this scan came from the parse cache
 
     def points(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,7 +137,8 @@ class FileScan:
     # The cache holds exactly these arrays and these fields.
     _ARRAYS = ("offsets", "steps", "wall_times", "values", "tag_is_double")
     _FIELDS = ("size", "tags", "n_records", "damage", "damage_offset", "damage_length", "n_malformed",
-               "first_malformed", "n_unsupported", "first_wall_time", "last_wall_time")
+               "first_malformed", "n_unsupported", "first_wall_time", "last_wall_time", "n_gaps", "gap_bytes",
+               "first_gap", "first_gap_code")
 
     def to_cache(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         meta = {k: getattr(self, k) for k in self._FIELDS}
@@ -152,9 +160,15 @@ class FileScan:
 
 
 def _parse(path: Path, size: int) -> FileScan:
-    """Run the compiled kernel over the first `size` bytes of `path`."""
+    """Run the compiled kernel over the first `size` bytes of `path`.
+
+    Memory: the file's bytes and the kernel's point arrays are held together only during the
+    scan; the bytes are released before the points are grouped by tag, and each raw array is
+    released as soon as its grouped copy exists (peak: about the file plus the points).
+    """
     try:
-        buf = np.fromfile(path, dtype=np.uint8, count=size)
+        with open_regular(path) as f:
+            buf = np.fromfile(f, dtype=np.uint8, count=size)
     except OSError as e:
         raise IngestError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
     if buf[: len(_LFS_MAGIC)].tobytes() == _LFS_MAGIC:
@@ -163,6 +177,8 @@ def _parse(path: Path, size: int) -> FileScan:
     from logsage.ingest.tfrecord import scan_bytes  # numba: only when a file is really parsed
 
     raw = scan_bytes(buf)
+    n_bytes = int(buf.size)
+    del buf
     n_tags = len(raw.tags)
     # Group points by tag, keeping write order inside each tag. Tag ids are small, so a
     # 16-bit stable sort (numpy uses radix sort there) does it in linear time.
@@ -170,17 +186,25 @@ def _parse(path: Path, size: int) -> FileScan:
     if n_tags <= np.iinfo(np.uint16).max:
         ids = ids.astype(np.uint16)
     order = np.argsort(ids, kind="stable")
+    del ids
     counts = np.bincount(raw.tag_ids, minlength=n_tags)
+    raw.tag_ids = None
     keep = np.flatnonzero(counts)  # text/hparams tags hold no scalar point
     offsets = np.zeros(keep.size + 1, dtype=np.int64)
     np.cumsum(counts[keep], out=offsets[1:])
+    grouped = {}
+    for name in ("steps", "wall_times", "values"):
+        grouped[name] = getattr(raw, name)[order]
+        setattr(raw, name, None)  # the raw (over-allocated) array goes before the next copy
+    del order
     return FileScan(
-        path=str(path), size=int(buf.size), tags=[raw.tags[i] for i in keep.tolist()], offsets=offsets,
-        steps=raw.steps[order], wall_times=raw.wall_times[order], values=raw.values[order],
+        path=str(path), size=n_bytes, tags=[raw.tags[i] for i in keep.tolist()], offsets=offsets,
+        steps=grouped["steps"], wall_times=grouped["wall_times"], values=grouped["values"],
         tag_is_double=raw.tag_is_double[keep], n_records=raw.n_records, damage=raw.damage,
         damage_offset=raw.damage_offset, damage_length=raw.damage_length, n_malformed=raw.n_malformed,
         first_malformed=raw.first_malformed, n_unsupported=raw.n_unsupported,
         first_wall_time=raw.first_wall_time, last_wall_time=raw.last_wall_time,
+        n_gaps=raw.n_gaps, gap_bytes=raw.gap_bytes, first_gap=raw.first_gap, first_gap_code=raw.first_gap_code,
     )
 
 
@@ -228,15 +252,18 @@ def _series_name(tag: str, file: str, run_root: Path | None) -> str:
     return tag
 
 
-def _damage_words(scan: FileScan) -> str:
-    """What is wrong with the record at `scan.damage_offset`, and the likely cause."""
-    at = f"record at byte {scan.damage_offset}"
-    if scan.damage == _SHORT_HEADER:
+def _damage_words(scan: FileScan, code: int | None = None, offset: int | None = None) -> str:
+    """What is wrong with the record at `offset` (default: `scan.damage_offset`), and the likely cause."""
+    code = scan.damage if code is None else code
+    at = f"record at byte {scan.damage_offset if offset is None else offset}"
+    if code == _SHORT_DATA and offset is not None:
+        return f"{at} declares a length that runs past the next valid record: the file is corrupt"
+    if code == _SHORT_HEADER:
         return f"{at} is cut off (the file ends inside its 12-byte header): the writer was killed or is still writing"
-    if scan.damage == _SHORT_DATA:
+    if code == _SHORT_DATA:
         return (f"{at} is cut off (it declares {scan.damage_length} data bytes, the file ends at byte {scan.size}): "
                 "the writer was killed or is still writing")
-    if scan.damage == _LENGTH_CRC:
+    if code == _LENGTH_CRC:
         return f"{at} has a bad length checksum (CRC32C): the file is corrupt"
     return f"{at} has a bad data checksum (CRC32C): the file is corrupt"
 
@@ -244,6 +271,13 @@ def _damage_words(scan: FileScan) -> str:
 def _damage_report(scan: FileScan) -> tuple[list[str], list[Cleanup]]:
     warnings: list[str] = []
     cleanups: list[Cleanup] = []
+    if scan.n_gaps:
+        words = _damage_words(scan, scan.first_gap_code, scan.first_gap)
+        msg = (f"{scan.path}: {words}; skipped {scan.gap_bytes} damaged byte(s) in {scan.n_gaps} stretch(es) "
+               f"(at least one record each) and resynchronised on the next valid record - the "
+               f"{scan.n_records} valid record(s) before and after were kept")
+        warnings.append(msg)
+        cleanups.append(Cleanup("dropped_record", msg, file=scan.path, count=scan.n_gaps))
     if scan.damage:
         dropped = scan.size - scan.damage_offset
         msg = (f"{scan.path}: {_damage_words(scan)}; kept the {scan.n_records} record(s) before it "
