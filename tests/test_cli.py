@@ -179,3 +179,20 @@ def test_ingest_lists_every_checkpoint_of_a_trained_run(tiny_run_dir):
     assert f"checkpoints: {len(steps)} ({len(steps)} whole)" in res.output
     for step in steps:
         assert f"checkpoint-{step}  adapter, whole" in res.output
+
+
+def test_a_missing_eval_metric_is_never_offered_the_training_loss_as_a_stand_in():
+    import numpy as np
+
+    from logsage.core.errors import MetricNotFound
+    from logsage.core.history import History, Series
+
+    h = History(path="runs/f1-only", format="synthetic")
+    h.series["eval_f1"] = Series("eval_f1", np.arange(1, 6), np.linspace(0.1, 0.5, 5))
+    h.series["loss"] = Series("loss", np.arange(1, 6), np.linspace(2.0, 1.0, 5))
+    with pytest.raises(MetricNotFound) as e:
+        h.resolve("eval_loss")
+    assert "did you mean 'loss'" not in str(e.value) and "available: eval_f1, loss" in str(e.value)
+    with pytest.raises(MetricNotFound) as e:
+        h.resolve("eval_f")
+    assert "did you mean 'eval_f1'" in str(e.value)

@@ -455,3 +455,15 @@ def test_progress_goes_to_stderr_only(capsys):
     out = capsys.readouterr()
     assert "tune: replaying runs" in out.err and f"{len(SYNTHETIC)}/{len(SYNTHETIC)}" in out.err
     assert out.out == "" and result.recommendation is not None
+
+
+def test_the_hint_for_a_rule_that_needs_a_value_is_quoted_for_the_shell():
+    import shlex
+
+    from logsage.core.errors import RuleConfigError
+
+    with pytest.raises(RuleConfigError) as e:
+        tune(SYNTHETIC, rules=["multi"])
+    hint = str(e.value).split("--rule ", 1)[1].split(", or search", 1)[0]
+    # pasted into a shell, the hint is one argument: the ';' between the metrics does not split it
+    assert shlex.split(hint) == ["multi:metrics=eval_loss:min:0.7;eval_accuracy:max:0.3"]

@@ -33,6 +33,7 @@ What it does, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from shlex import quote as shell_quote  # a hint the user pastes: ';' must not split it
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -171,9 +172,11 @@ def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None
         if needed is not None and needed not in {info.aliases.get(k, k) for k in (*given, *user_grid)}:
             if not from_all:
                 raise RuleConfigError(f"rule {name} needs {needed}=... to be tuned (no default fits every run); give "
-                                      f"it, e.g. --rule {name}:{example}, or search values with --grid {needed}=...")
+                                      f"it, e.g. --rule {shell_quote(f'{name}:{example}')}, or search values with "
+                                      f"--grid {needed}=...")
             note = (f"rule {name} not searched: it needs {needed}=..., a value of your own (no default fits "
-                    f"every run); give it, e.g. --rule {name}:{example}, or search values with --grid {needed}=...")
+                    f"every run); give it, e.g. --rule {shell_quote(f'{name}:{example}')}, or search values with "
+                    f"--grid {needed}=...")
             if note not in notes:
                 notes.append(note)
             continue

@@ -193,7 +193,9 @@ class History:
             hits.sort(key=lambda n: (self.series[n].kind != "eval", -len(self.series[n])))
             return hits[0]
         available = sorted(n for n, s in self.series.items() if s.kind in ("eval", "train", "test"))
-        guess = closest(name, list(self.series))
+        # Suggest a series of the kind asked for: an eval metric is never stood in for by the training loss.
+        asked = kind_of(want)
+        guess = closest(name, [n for n, s in self.series.items() if s.kind == asked or asked == "other"])
         hint = f"; did you mean {guess!r}?" if guess else ""
         raise MetricNotFound(
             f"metric {name!r} not found in {self.path}; available: {', '.join(available) or '(none)'}{hint}"
