@@ -41,7 +41,14 @@ REAL_FILES = {
     "keras": R2 / "keras_csvlogger/tomato-leaf-cnn-29ep/training_log.csv",
     "model-card": R1 / "axolotl_model_card/finlora-ner-llama3.1-8b-fp16-r8/README.md",
     "wide": R2 / "lightning_csv/mnist-lightning-v1-testacc/metrics.csv",
+    "yolo": R2 / "yolo_results_csv/fire-smoke-yolov8-padded-25ep/results.csv",
+    "sentence-transformers": R2 / "sentence_transformers_eval_csv/stsb-multi-mt-en-25ep/"
+                                  "similarity_evaluation_sts-dev_results.csv",
+    "keras-appended": R2 / "keras_csvlogger/brain-tumor-cnn-appended-4runs/training_log.csv",
+    "hf-console": R2 / "wandb_run_dir/distilbert-sft-tlab-latest-run/files/output.log",
+    "wandb-run": R2 / "wandb_run_dir/distilbert-sft-tlab-latest-run/run-xmayk974.wandb",
 }
+BINARY_FORMATS = {"tensorboard", "wandb-run"}  # framed records, not lines: their truncation has its own tests
 TB_CSV = R1 / "tb_scalars_long_csv/gner-zse-flan-t5-large/events.out.tfevents.1741991916.dgx-a100.2890084.0.csv"
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in REAL_FILES.values()), reason="needs ../shared/real-runs*")
 
@@ -151,7 +158,7 @@ def _line_boundary(data: bytes, cut: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the suite
-TEXT_FORMATS = [f for f in REAL_FILES if f != "tensorboard"]
+TEXT_FORMATS = [f for f in REAL_FILES if f not in BINARY_FORMATS]
 
 
 @pytest.mark.parametrize("fmt", list(REAL_FILES))

@@ -88,6 +88,14 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             if not sessions[-1]:
                 starts.append(lineno)
             sessions[-1].append((epoch, cells))
+        if len(sessions) > 1 and len(sessions[-1]) == 1 and not _ends_with_newline(path):
+            # One row at epoch 0 on an unterminated last line: a write cut short (or a file cut
+            # while copied), not a training session; the whole sessions before it stay readable.
+            sessions.pop()
+            starts.pop()
+            res.cleanups.append(Cleanup(
+                "truncated", f"{path.name}:{table.rows[-1][0]}: the last line has no line end and would start a new "
+                "training session with one row; read as a write cut short and left out", file=file, count=1))
         chosen = _choose_session(path, sessions, starts, ctx.session, res)
         steps = [epoch + 1 for epoch, _ in chosen]  # epochs completed
         rows = [cells for _, cells in chosen]
@@ -104,6 +112,18 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res.series, cleanups = points.build()
     res.cleanups.extend(cleanups)
     return res
+
+
+def _ends_with_newline(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, 2)
+            return f.read(1) in (b"\n", b"\r")
+    except OSError:
+        return True
 
 
 def _choose_session(path: Path, sessions: list[list], starts: list[int], wanted: int | None,
