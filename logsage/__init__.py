@@ -57,6 +57,8 @@ _LAZY = {
     "report_paths": "logsage.report.html",
     "report_runs": "logsage.report.html",
     # ship
+    "ExportOptions": "logsage.ship.select",
+    "ReevalOptions": "logsage.ship.select",
     "select_checkpoint": "logsage.ship.select",
     "export_checkpoint": "logsage.ship.export",
     "prune": "logsage.ship.prune",

@@ -105,7 +105,7 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
         logsage select runs/qwen-lora --rule hf:patience=3 --top-k 3 --eval-generate data/prompts.jsonl
     """
     from logsage.core.errors import UsageError
-    from logsage.ship.select import select_checkpoint
+    from logsage.ship.select import ExportOptions, ReevalOptions, select_checkpoint
 
     if merge and not export:
         raise UsageError("--merge needs --export OUT (the folder to write the merged model to)")
@@ -118,13 +118,15 @@ def command(run: str, rule: str, metric: str | None, mode: str | None, top_k: in
     _quiet_libraries()
     progress = _Progress()
     try:
-        result = select_checkpoint(
-            run, rule, metric=metric, mode=mode, top_k=top_k, eval_data=list(eval_data) or None, base=base,
-            export=export, merge=merge, dtype=None if dtype == "auto" else dtype, force=force,
-            force_any=force_any, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-            carry_remote_code=carry_remote_code, eval_batch_size=eval_batch_size,
-            max_length=max_length, progress=progress, warn=warn, eval_generate=list(eval_generate) or None,
-            gen_metric=gen_metric, max_new_tokens=max_new_tokens, select_by=select_by)
+        reeval = ReevalOptions(eval_data=list(eval_data) or None, base=base,
+                               eval_generate=list(eval_generate) or None, gen_metric=gen_metric,
+                               max_new_tokens=max_new_tokens, select_by=select_by, eval_batch_size=eval_batch_size,
+                               max_length=max_length, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        export_to = None if export is None else ExportOptions(
+            out=export, merge=merge, dtype=None if dtype == "auto" else dtype, force=force, force_any=force_any,
+            carry_remote_code=carry_remote_code)
+        result = select_checkpoint(run, rule, metric=metric, mode=mode, top_k=top_k, reeval=reeval,
+                                   export_to=export_to, progress=progress, warn=warn)
     finally:
         progress.close()
     doc = result.to_dict()

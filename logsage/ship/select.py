@@ -15,9 +15,10 @@ model (`logsage.ship.evaluate`, when eval data is given or named in the run's
 `logsage train` manifest), and export (`logsage.ship.export`). torch, transformers and
 peft are imported only inside those steps, so choosing alone is cheap.
 
-    >>> from logsage.ship.select import select_checkpoint
-    >>> result = select_checkpoint("runs/qwen-lora", "hf:patience=3", eval_data=["data/val.jsonl"],
-    ...                            export="ship/qwen-lora", merge=True)
+    >>> from logsage.ship.select import ExportOptions, ReevalOptions, select_checkpoint
+    >>> result = select_checkpoint("runs/qwen-lora", "hf:patience=3",
+    ...                            reeval=ReevalOptions(eval_data=["data/val.jsonl"]),
+    ...                            export_to=ExportOptions("ship/qwen-lora", merge=True))
     >>> result.selected_step
 """
 
@@ -301,6 +302,56 @@ def _is_loss(metric: str) -> bool:
     return "loss" in canonical_name(metric)
 
 
+@dataclass
+class ReevalOptions:
+    """How `select_checkpoint` re-evaluates the candidates with the real model (all optional).
+
+    eval_data: eval data file(s) (JSON/JSONL, the formats `logsage train` reads); default: the eval set
+        named in the run's manifest; with neither (and no `eval_generate`), re-evaluation is skipped
+        and the result says so.
+    base: the base model folder (default: the adapter's config, then the manifest).
+    eval_generate: prompts file(s) to generate from with each candidate (`logsage.ship.generate`), scored
+        by `gen_metric` (exact, contains, rouge-l, bleu, MODULE:FUNCTION) with at most `max_new_tokens`.
+    select_by: the objective that ranks re-evaluated candidates: loss, gen (default with eval_generate)
+        or gen-then-loss.
+    eval_batch_size, max_length: re-evaluation settings (default: the manifest's, else 8 and 2048).
+    allow_pickle: consider and load pickle-only checkpoints (torch.load(weights_only=True)).
+    trust_remote_code: passed to transformers when loading models and tokenizers.
+    """
+
+    eval_data: Sequence[str] | None = None
+    base: str | None = None
+    eval_generate: Sequence[str] | None = None
+    gen_metric: str = "exact"
+    max_new_tokens: int | None = None
+    select_by: str | None = None
+    eval_batch_size: int | None = None
+    max_length: int | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ExportOptions:
+    """Where and how `select_checkpoint` exports the winner.
+
+    out: the export folder, written atomically; refused when it exists unless `force`, and never the
+        run, a folder around it or inside it, a checkpoint, the base, the current directory or a root
+        (checked before anything is loaded: `logsage.ship.atomic.check_export_target`).
+    force: replace an existing folder that logsage exported; `force_any`: any other folder too.
+    merge: export the base with the adapter merged (sharded safetensors) instead of the adapter;
+        `dtype` the merged dtype (auto, bf16, fp16, fp32; default: the base's).
+    carry_remote_code: copy a base's own modelling code (auto_map) into a merged export.
+    """
+
+    out: str | os.PathLike
+    merge: bool = False
+    dtype: str | None = None
+    force: bool = False
+    force_any: bool = False
+    carry_remote_code: bool = False
+
+
 def select_checkpoint(
     run: str | os.PathLike,
     rule: str,
@@ -308,24 +359,10 @@ def select_checkpoint(
     metric: str | None = None,
     mode: str | None = None,
     top_k: int | None = None,
-    eval_data: Sequence[str] | None = None,
-    base: str | None = None,
-    export: str | os.PathLike | None = None,
-    merge: bool = False,
-    dtype: str | None = None,
-    force: bool = False,
-    force_any: bool = False,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    carry_remote_code: bool = False,
-    eval_batch_size: int | None = None,
-    max_length: int | None = None,
+    reeval: ReevalOptions | None = None,
+    export_to: ExportOptions | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
-    eval_generate: Sequence[str] | None = None,
-    gen_metric: str = "exact",
-    max_new_tokens: int | None = None,
-    select_by: str | None = None,
 ) -> SelectResult:
     """Choose a run's checkpoint under a rule, re-evaluate the candidates, and optionally export the winner.
 
@@ -335,27 +372,21 @@ def select_checkpoint(
         metric, mode: the monitored metric and direction (defaults: the run's eval loss, min).
         top_k: re-evaluate the K best checkpoints by the logged metric; the export is the first after
             re-evaluation.
-        eval_data: eval data file(s) (JSON/JSONL, the formats `logsage train` reads); default: the eval set
-            named in the run's manifest; with neither, re-evaluation is skipped and the result says so.
-        base: the base model folder (default: the adapter's config, then the manifest).
-        export: write the selected checkpoint here (atomically; refused when it exists, unless `force`).
-            Never the run, a folder around it or inside it, the current directory or a filesystem root
-            (checked before anything is loaded: `logsage.ship.export.check_export_target`).
-        force: replace an existing export folder that logsage wrote; `force_any`: any other folder too.
-        merge: export the base with the adapter merged (sharded safetensors) instead of the adapter.
-        dtype: merged export dtype (auto, bf16, fp16, fp32); default: the base's.
-        allow_pickle: consider and load pickle-only checkpoints (torch.load(weights_only=True)).
-        trust_remote_code: passed to transformers when loading models and tokenizers.
-        carry_remote_code: copy a base's own modelling code (auto_map) into a merged export.
-        eval_batch_size, max_length: re-evaluation settings (default: the manifest's, else 8 and 2048).
+        reeval: how to re-evaluate (`ReevalOptions`; default: the run's manifest eval set, if any).
+        export_to: export the selected checkpoint (`ExportOptions`); default: no export.
         progress: called as (label, done, total) during re-evaluation and export.
         warn: called with each warning as it happens (the result lists them too).
-        eval_generate: prompts file(s) to generate from with each candidate (`logsage.ship.generate`), scored by
-            `gen_metric` (exact, contains, rouge-l, bleu, MODULE:FUNCTION) with at most `max_new_tokens`; the
-            per-example generations go beside the export's provenance file (logsage_generations.jsonl).
-        select_by: the objective that ranks re-evaluated candidates: loss, gen (default with eval_generate) or
-            gen-then-loss.
     """
+    opts = reeval or ReevalOptions()
+    eval_data, base, allow_pickle, trust_remote_code = opts.eval_data, opts.base, opts.allow_pickle, \
+        opts.trust_remote_code
+    eval_batch_size, max_length = opts.eval_batch_size, opts.max_length
+    eval_generate, gen_metric, max_new_tokens, select_by = opts.eval_generate, opts.gen_metric, \
+        opts.max_new_tokens, opts.select_by
+    export = export_to.out if export_to is not None else None
+    ship = export_to or ExportOptions(out="")
+    merge, dtype, force, force_any, carry_remote_code = ship.merge, ship.dtype, ship.force, ship.force_any, \
+        ship.carry_remote_code
     from logsage.ingest import load_history
 
     run_dir = Path(run)
