@@ -174,9 +174,6 @@ class History:
     per_example: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ lookup
-    def metric_names(self, kind: str | None = None) -> list[str]:
-        return [n for n, s in self.series.items() if kind is None or s.kind == kind]
-
     def resolve(self, name: str) -> str:
         """The source name of the series the user means by `name`.
 
@@ -256,13 +253,6 @@ class History:
         return max(last) if last else None
 
     # ------------------------------------------------------------------ output
-    def to_long(self) -> list[tuple[int, str, float]]:
-        """Long-form rows (step, metric, value), metrics in source spelling."""
-        rows = []
-        for n, s in self.series.items():
-            rows.extend(zip(s.steps.tolist(), [n] * len(s), s.values.tolist()))
-        return rows
-
     def to_pandas(self, form: str = "long") -> Any:
         """The run's points as a pandas DataFrame (pandas is imported here, not by `import logsage`).
 

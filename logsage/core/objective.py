@@ -52,10 +52,6 @@ class Objective:
     def orient(self, values: np.ndarray | list[float]) -> np.ndarray:
         return orient(values, self.mode)
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether value `a` is strictly better than `b` in this objective's direction."""
-        return a < b if self.mode == "min" else a > b
-
 
 def resolve_objective(history: "History", metric: str | None = None, mode: str | None = None) -> Objective:
     """The metric a replay of `history` watches, and its direction.
