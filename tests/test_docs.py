@@ -39,6 +39,16 @@ def test_the_readme_rules_table_is_the_generated_one():
     assert table == rules_table_markdown(), "README's rules table is stale: paste rules_table_markdown()"
 
 
+def test_the_readme_formats_table_is_the_generated_one():
+    from logsage.ingest import formats, formats_table_markdown
+
+    section = README[README.index("## Formats"):README.index("## Rules")]
+    start = section.index("| `--format` |")
+    table = section[start:section.index("\n\n", start)] + "\n"
+    assert table == formats_table_markdown(), "README's formats table is stale: paste formats_table_markdown()"
+    assert all(f"| `{name}` |" in table for name in formats())
+
+
 def test_readme_names_the_test_command_that_ci_runs():
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert 'pip install "torch==2.13.0" -e ".[test,train,report]" && python -m pytest -q' in README

@@ -94,6 +94,14 @@ def formats() -> list[str]:
     return [m.FORMAT for m in _readers()]
 
 
+def formats_table_markdown() -> str:
+    """The README's formats table, from each reader's `FORMAT` and `DESCRIPTION`, in detection order
+    (a test keeps the README equal to it)."""
+    lines = ["| `--format` | what it reads |", "|---|---|"]
+    lines += [f"| `{m.FORMAT}` | {m.DESCRIPTION.replace('|', '/')} |" for m in _readers()]
+    return "\n".join(lines) + "\n"
+
+
 class _Formats:
     """Lazy list of supported format names (`logsage.FORMATS`)."""
 

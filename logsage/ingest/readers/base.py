@@ -3,7 +3,7 @@
 A reader module (one per format, in this package) defines:
 
 * ``FORMAT``: its name for ``--format`` (e.g. ``"trainer-state"``);
-* ``DESCRIPTION``: one line for ``logsage ingest --help`` and the README;
+* ``DESCRIPTION``: one line for the README's formats table (``logsage.ingest.formats_table_markdown``);
 * ``PRECISION``: ``"float64"``, ``"float32"`` or ``"rounded"``: when two sources in one
   run folder hold the same metric, the more precise one wins (recorded as a cleanup);
 * ``claims(path: Path, head: bytes) -> bool``: whether this file is written in the
