@@ -24,7 +24,8 @@ _CSV_COLUMNS = ("run", "rule", "params", "metric", "mode", "stop_step", "stop_ev
                    "grid is the cartesian product).")
 @click.option("--metric", default=None,
               help="Metric to monitor: the name the log uses (eval/loss, val_loss) or its canonical alias "
-                   "(eval_loss). Default: each run's eval loss, else its first eval metric.")
+                   "(eval_loss), or \"mean(eval_*_loss)\": the mean over several eval sets. Default: each "
+                   "run's eval loss, else its first eval metric.")
 @click.option("--mode", type=click.Choice(["min", "max"]), default=None,
               help="Direction of the metric. Default: from its name (loss, error, perplexity: min; else max).")
 @json_option

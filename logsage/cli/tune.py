@@ -25,8 +25,8 @@ def metric_options(f):
     f = click.option("--mode", type=click.Choice(["min", "max"]), default=None,
                      help="Direction of the metric (default: from its name: losses min, others max).")(f)
     f = click.option("--metric", default=None,
-                     help="Metric the rules watch, e.g. eval_loss (default: each run's eval loss, "
-                          "else its first eval metric).")(f)
+                     help="Metric the rules watch, e.g. eval_loss, or \"mean(eval_*_loss)\" for the mean over "
+                          "several eval sets (default: each run's eval loss, else its first eval metric).")(f)
     return f
 
 

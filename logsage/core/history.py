@@ -22,13 +22,19 @@ This module imports nothing from the rest of logsage except `names`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from logsage.core.errors import MetricNotFound
-from logsage.core.names import canonical_name, closest, kind_of
+from logsage.core.names import canonical_name, closest, default_mode, kind_of
+
+
+# `--metric "mean(eval_*_loss)"`: the mean over several eval sets (one eval set silently driving "best" is
+# a known HF trap with a dict of eval datasets).
+MEAN_OF = re.compile(r"mean\((.+)\)")
 
 
 @dataclass
@@ -42,7 +48,12 @@ class Cleanup:
     same metric; the more precise one won), ``dropped_record`` (a record with no
     step, or a null/text value), ``seam`` (a stitch between two runs), ``overlap``
     (several files wrote the same steps), ``final_eval`` (an evaluation after
-    training, e.g. of the best model, kept as a run summary, not a curve point).
+    training, e.g. of the best model, kept as a run summary, not a curve point),
+    ``format_choice`` (several readers could read a file; the most specific did),
+    ``sessions`` (a log of several training sessions; which one was read), ``step_choice``
+    (how steps were derived when the log has none), ``coerced`` (a value written as text,
+    e.g. ``"step": "5"``, read as a number), ``derived`` (a series computed from others:
+    YOLO's fitness, ``mean(eval_*_loss)``).
     """
 
     kind: str
@@ -182,6 +193,8 @@ class History:
         """
         if name in self.series:
             return name
+        if MEAN_OF.fullmatch(name):
+            return self._derive_mean(name)
         want = canonical_name(name)
         hits = [n for n, s in self.series.items() if s.canonical == want]
         if len(hits) == 1:
@@ -197,6 +210,38 @@ class History:
         raise MetricNotFound(
             f"metric {name!r} not found in {self.path}; available: {', '.join(available) or '(none)'}{hint}"
         )
+
+    def _derive_mean(self, name: str) -> str:
+        """`mean(PATTERN)`: the mean over the eval series whose name matches the glob PATTERN
+        (`mean(eval_*_loss)`: every eval set's loss), at the steps where all of them were evaluated;
+        added to the run as a derived eval series named `name`, and said in a `derived` cleanup."""
+        import fnmatch
+
+        pattern = MEAN_OF.fullmatch(name).group(1).strip()  # type: ignore[union-attr]
+        members = sorted(n for n, s in self.series.items() if fnmatch.fnmatchcase(n, pattern) and len(s)
+                         and s.kind == "eval")
+        if not members:
+            evals = sorted(n for n, s in self.series.items() if s.kind == "eval")
+            raise MetricNotFound(f"{name}: no eval series of {self.path} matches {pattern!r}; eval series: "
+                                 f"{', '.join(evals) or '(none)'}")
+        kinds = {default_mode(m) for m in members}
+        if len(kinds) > 1:
+            raise MetricNotFound(f"{name}: {pattern!r} matches series of both directions ({', '.join(members)}); "
+                                 "narrow the pattern (e.g. mean(eval_*_loss))")
+        common = self.series[members[0]].steps
+        for m in members[1:]:
+            common = np.intersect1d(common, self.series[m].steps)
+        values = np.mean([self.series[m].values[np.searchsorted(self.series[m].steps, common)] for m in members],
+                         axis=0) if len(common) else np.array([], dtype=float)
+        dropped = sum(len(self.series[m]) for m in members) - len(common) * len(members)
+        self.series[name] = Series(name, common, values, canonical=name, kind="eval", source="derived",
+                                   format="derived", precision=min((self.series[m].precision for m in members),
+                                                                   key=["float64", "float32", "rounded"].index))
+        self.cleanups.append(Cleanup("derived", f"{name}: mean of {len(members)} eval series ({', '.join(members)}) "
+                                     f"at the {len(common)} steps where all were evaluated"
+                                     + (f"; {dropped} point(s) at steps not shared by all left out" if dropped
+                                        else ""), metric=name, count=dropped))
+        return name
 
     def metric(self, name: str) -> Series:
         return self.series[self.resolve(name)]
