@@ -450,27 +450,45 @@ def _checkpoint_problem(ctx: _RunContext, step: int) -> str:
     return f"{name}: {c.problem or 'not whole'}"
 
 
-def _select(ctx: _RunContext, outcome: Outcome) -> tuple[int | None, str | None]:
-    """(selected evaluation index, note) for an outcome (see the module docstring)."""
-    n = len(ctx.steps)
+def select_evaluation(steps: np.ndarray, oriented: np.ndarray, eligible: np.ndarray | Any, has_inventory: bool,
+                      stop_index: int | None, best_index: int | None,
+                      checkpoint_problem: Any) -> tuple[int | None, str | None]:
+    """(selected evaluation index, note) for a rule's stop and own best (see the module docstring).
+
+    `eligible` is a bool array over the evaluations, or a callable giving it (built only when the
+    rule's own best cannot be kept); `checkpoint_problem(step)` words why a step has no whole
+    checkpoint. `logsage.live` selects with this too, so live advice keeps what replay keeps.
+    """
+    n = len(steps)
     if n == 0:
         return None, None
-    horizon = outcome.stop_index if outcome.stop_index is not None else n - 1
-    fallback = scoring.hindsight_best(ctx.oriented, ctx.eligible, upto=horizon)
-    own = outcome.best_index
+    horizon = stop_index if stop_index is not None else n - 1
+    own = best_index
+    if own is not None and 0 <= own <= horizon and math.isfinite(oriented[own]):
+        if callable(eligible):
+            if eligible(own):
+                return own, None
+        elif eligible[own]:
+            return own, None
+    mask = eligible(None) if callable(eligible) else eligible
+    fallback = scoring.hindsight_best(oriented, mask, upto=horizon)
     if own is None or not (0 <= own <= horizon):
         return fallback, None
-    own_step = int(ctx.steps[own])
-    if not math.isfinite(ctx.oriented[own]):
+    own_step = int(steps[own])
+    if not math.isfinite(oriented[own]):
         what = f"the rule's best (step {own_step}) is not finite"
-    elif not ctx.eligible[own]:
-        what = f"best step {own_step} has no whole checkpoint ({_checkpoint_problem(ctx, own_step)})"
     else:
-        return own, None
+        what = f"best step {own_step} has no whole checkpoint ({checkpoint_problem(own_step)})"
     if fallback is None:
-        where = "with a whole checkpoint " if ctx.has_inventory else ""
+        where = "with a whole checkpoint " if has_inventory else ""
         return None, f"{what}; no finite evaluation {where}at or before the stop, nothing selected"
-    return fallback, f"{what}; selected step {int(ctx.steps[fallback])}"
+    return fallback, f"{what}; selected step {int(steps[fallback])}"
+
+
+def _select(ctx: _RunContext, outcome: Outcome) -> tuple[int | None, str | None]:
+    """(selected evaluation index, note) for an outcome (see the module docstring)."""
+    return select_evaluation(ctx.steps, ctx.oriented, ctx.eligible, ctx.has_inventory, outcome.stop_index,
+                             outcome.best_index, functools.partial(_checkpoint_problem, ctx))
 
 
 def _score(ctx: _RunContext, rule: str, params: dict[str, Any], outcome: Outcome) -> Decision:
