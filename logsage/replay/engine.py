@@ -58,18 +58,17 @@ import itertools
 import math
 import operator
 import os
-from collections import deque
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from logsage.core.errors import LogsageError, MetricNotFound, RuleConfigError
-from logsage.core.history import History, json_safe
+from logsage.core.history import History
 from logsage.core.names import canonical_name, default_mode
 from logsage.core.objective import Objective, check_mode, orient, resolve_objective
 from logsage.replay import scoring
+from logsage.replay.result import BuiltSegment, Decision, Decisions, ReplayResult, RunSegment
 from logsage.rules.base import (
     COMMON_PARAMS,
     Outcome,
@@ -177,61 +176,10 @@ def decide_values(values: Sequence[float] | np.ndarray, rule: str, params: Mappi
 
 
 # ====================================================================== decisions
-@dataclass(frozen=True)
-class Decision:
-    """One (run, rule, parameter set): the stop, the selection and their scores (see module docstring)."""
-
-    run: str
-    rule: str
-    params: dict
-    metric: str | None
-    mode: str | None
-    stop_step: int | None
-    stop_eval_index: int | None
-    selected_step: int | None
-    selected_value: float | None
-    best_step: int | None
-    best_value: float | None
-    best_saved_step: int | None
-    best_saved_value: float | None
-    regret: float | None
-    regret_rel: float | None
-    steps_saved: int | None
-    fraction_saved: float | None
-    wall_saved_s: float | None
-    stopped_before_best: bool | None
-    trend_slope: float | None
-    trend_p: float | None
-    overfit_gap: float | None
-    decidable: bool
-    reason: str
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A strict-JSON-ready dict (NaN/inf become None; numpy scalars become Python)."""
-        return json_safe({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-
-
 _STATS = operator.attrgetter(*scoring.STAT_FIELDS)  # what the summary reads of a decision
 # The Decision fields that depend only on (stop, selected, decidable), in order: stop_step .. overfit_gap.
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))[5:22]
 assert _ROW_FIELDS[0] == "stop_step" and _ROW_FIELDS[-1] == "overfit_gap"
-
-
-@dataclass
-class ReplayResult:
-    decisions: list[Decision]
-    summary: list[dict]
-    errors: list[dict]
-    # The histories replayed (when `replay_paths` loaded them), for plots; not part of to_dict.
-    histories: list[History] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe({
-            "decisions": [d.to_dict() for d in self.decisions],
-            "summary": self.summary,
-            "errors": self.errors,
-        })
 
 
 # ====================================================================== rules x grid
@@ -562,8 +510,8 @@ def _fill_trend_and_gap(ctxs: list[_RunContext], horizons: list[Iterable[int]]) 
 
 
 def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], stop: np.ndarray,
-                best: np.ndarray, decidable: np.ndarray, reasons: list[str]
-                ) -> tuple[list[Decision], np.ndarray, list[tuple]]:
+                best: np.ndarray, decidable: np.ndarray, reasons: list[str] | Any
+                ) -> tuple[RunSegment | BuiltSegment, np.ndarray, list[tuple]]:
     """`_score` for many outcomes of one rule on one run (stop / best as index arrays, -1 for None).
 
     The same decisions as `_score`, field for field (tests compare them): the selection is
@@ -574,9 +522,11 @@ def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], s
     """
     n = len(ctx.steps)
     if n == 0:  # nothing to vectorize
-        ds = [_score(ctx, rule, ps, Outcome(None if s < 0 else s, None if b < 0 else b, why, d))
-              for ps, s, b, d, why in zip(param_sets, stop.tolist(), best.tolist(), decidable.tolist(), reasons)]
-        return ds, np.arange(len(ds)), list(map(_STATS, ds))
+        why_all = reasons() if callable(reasons) else reasons
+        ds = BuiltSegment(_score(ctx, rule, ps, Outcome(None if s < 0 else s, None if b < 0 else b, why, d))
+                          for ps, s, b, d, why in zip(param_sets, stop.tolist(), best.tolist(), decidable.tolist(),
+                                                      why_all))
+        return ds, np.arange(len(ds)), _table_columns(list(map(_STATS, ds)))
     f = _fast(ctx)
     horizon = np.where(stop >= 0, stop, n - 1)
     in_range = (best >= 0) & (best <= horizon)
@@ -587,8 +537,49 @@ def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], s
         s = int(stop[k])
         sel, notes[k] = _select(ctx, Outcome(None if s < 0 else s, int(best[k]), "", True))
         selected[k] = -1 if sel is None else sel
-    _fill_trend_and_gap([ctx], [np.unique(horizon).tolist()])  # a no-op when replay filled them
+    path, metric, mode = ctx.history.path, ctx.objective.metric, ctx.objective.mode
+    code = ((stop + 1) * (n + 1) + (selected + 1)) * 2 + decidable  # one int per (stop, selected, decidable)
+    keys, ids = np.unique(code, return_inverse=True)
+    key_stop, key_sel, key_dec = keys // 2 // (n + 1) - 1, keys // 2 % (n + 1) - 1, (keys % 2).astype(bool)
+    columns = _key_columns(ctx, key_stop, key_sel, key_dec)
 
+    def protos() -> list[dict[str, Any]]:
+        """Per distinct (stop, selected, decidable): a prototype Decision's attributes (built when the
+        decisions are first read; the dataclass builds the first, the others copy its key order)."""
+        _fill_trend_and_gap([ctx], [sorted({s if s >= 0 else n - 1 for s in key_stop.tolist()})])
+        row = _row_maker(ctx)
+        out, base = [], None
+        for s, sel, dec in zip(key_stop.tolist(), key_sel.tolist(), key_dec.tolist()):
+            r = row(s, sel, dec)
+            if base is None:
+                base = proto = Decision(path, rule, {}, metric, mode, *r, dec, "", None).__dict__
+            else:
+                proto = base.copy()
+                proto.update(zip(_ROW_FIELDS, r))
+                proto["decidable"] = dec
+            out.append(proto)
+        return out
+
+    steps_f = ctx.steps.astype(np.float64)
+    raw = ctx.raw
+    key_arrays = {
+        "stop_eval_index": np.where(key_stop >= 0, key_stop, np.nan),
+        "stop_step": np.where(key_stop >= 0, steps_f[np.clip(key_stop, 0, None)], np.nan),
+        "selected_step": np.where(key_sel >= 0, steps_f[np.clip(key_sel, 0, None)], np.nan),
+        "selected_value": np.where(key_sel >= 0, raw[np.clip(key_sel, 0, None)], np.nan),
+        "regret": columns["regret"], "regret_rel": columns["regret_rel"], "fraction_saved": columns["fraction_saved"],
+    }
+    seg = RunSegment(protos, ids.reshape(-1).astype(np.int64), param_sets, reasons, notes, key_arrays)
+    seg.horizons = [s if s >= 0 else n - 1 for s in key_stop.tolist()]
+    seg.ctx = ctx
+    return seg, ids, columns
+
+
+def _row_maker(ctx: _RunContext) -> Any:
+    """row(stop, selected, decidable) -> the 17 fields from stop_step to overfit_gap, as `_score`
+    computes them (cached per distinct stop and per distinct selection on the run)."""
+    f = _fast(ctx)
+    n = len(ctx.steps)
     steps, raw = f["steps"], f["raw"]
     best_step, best_value = (None, None) if ctx.best_index is None else (steps[ctx.best_index], raw[ctx.best_index])
     bsaved = ((None, None) if ctx.best_saved_index is None
@@ -596,7 +587,6 @@ def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], s
     by_stop, by_sel = f.setdefault("by_stop", {}), f.setdefault("by_sel", {})
 
     def row(s: int, sel: int, dec: bool) -> tuple:
-        """The 17 fields from stop_step to overfit_gap (as `_score` computes them)."""
         part = by_stop.get((s, dec))
         if part is None:
             stop_i = None if s < 0 else s
@@ -617,37 +607,51 @@ def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], s
         return (part[0], part[1], chosen[0], chosen[1], best_step, best_value, bsaved[0], bsaved[1],
                 chosen[2], chosen[3], *part[2:])
 
-    # Each distinct (stop, selected, decidable) gets one prototype Decision built by the dataclass
-    # itself; each decision is a copy of its prototype's attribute dict (a split-table dict copy:
-    # cheap, and as compact as the dataclass's own) with its parameters and reason (and note).
-    path, metric, mode = ctx.history.path, ctx.objective.metric, ctx.objective.mode
-    code = ((stop + 1) * (n + 1) + (selected + 1)) * 2 + decidable  # one int per (stop, selected, decidable)
-    keys, ids = np.unique(code, return_inverse=True)
-    protos, table = [], []  # per distinct key: prototype attributes, what the summary reads (STAT_FIELDS)
-    base = None
-    for key in keys.tolist():
-        s, sel, dec = key // 2 // (n + 1) - 1, key // 2 % (n + 1) - 1, bool(key % 2)
-        r = row(s, sel, dec)
-        if base is None:  # the dataclass builds the first; the others copy its attributes (same key order)
-            base = proto = Decision(path, rule, {}, metric, mode, *r, dec, "", None).__dict__
-        else:
-            proto = base.copy()
-            proto.update(zip(_ROW_FIELDS, r))
-            proto["decidable"] = dec
-        protos.append(proto)
-        table.append((dec, r[8], r[9], r[11], r[13], r[0]))
-    # Per decision: its prototype's attributes copied, its own copy of its parameters and its
-    # reason set, a bare instance given those attributes - each step one C-level `map`.
-    count = len(param_sets)
-    ids = ids.reshape(-1).astype(np.int64)
-    attrs = list(map(dict.copy, map(protos.__getitem__, ids.tolist())))
-    deque(map(operator.setitem, attrs, repeat("params", count), map(dict.copy, param_sets)), maxlen=0)
-    deque(map(operator.setitem, attrs, repeat("reason", count), reasons), maxlen=0)
-    for k, note in notes.items():
-        attrs[k]["note"] = note
-    out = list(map(object.__new__, repeat(Decision, count)))
-    deque(map(object.__setattr__, out, repeat("__dict__", count), attrs), maxlen=0)
-    return out, ids, table
+    return row
+
+
+def _key_columns(ctx: _RunContext, key_stop: np.ndarray, key_sel: np.ndarray, key_dec: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """What the summary reads (`scoring.STAT_FIELDS`) for each distinct (stop, selected, decidable),
+    as arrays - NaN for None - computed with the same IEEE operations as `scoring.regret` and
+    `scoring.steps_saved` (so the values are the per-decision scorer's, bit for bit)."""
+    steps = ctx.steps.astype(np.int64)
+    has_stop = key_stop >= 0
+    stop_step = np.where(has_stop, steps[np.clip(key_stop, 0, None)], 0)
+    # regret: |selected - best| and over |best|, where both are finite (and best != 0 for the relative)
+    best_value = None if ctx.best_index is None else float(ctx.raw[ctx.best_index])
+    sel_value = np.where(key_sel >= 0, ctx.raw[np.clip(key_sel, 0, None)], np.nan)
+    if best_value is None or not math.isfinite(best_value):
+        regret = rel = np.full(key_sel.shape, np.nan)
+    else:
+        ok = np.isfinite(sel_value)
+        with np.errstate(invalid="ignore"):
+            regret = np.where(ok, np.abs(sel_value - best_value), np.nan)
+            rel = regret / abs(best_value) if best_value != 0 else np.full(key_sel.shape, np.nan)
+    # fraction of the budget saved (decidable only): 0 without a stop, max(budget - stop, 0) / budget
+    budget = ctx.budget
+    if budget is None or budget <= 0:
+        frac = np.full(key_sel.shape, np.nan)
+    else:
+        frac = np.where(has_stop, np.maximum(int(budget) - stop_step, 0) / budget, 0.0)
+    frac = np.where(key_dec, frac, np.nan)
+    # stopped before the hindsight best (decidable only, when there is a best)
+    if ctx.best_index is None:
+        before = np.full(key_sel.shape, np.nan)
+    else:
+        best_step = int(steps[ctx.best_index])
+        before = np.where(key_dec, (has_stop & (stop_step < best_step)).astype(np.float64), np.nan)
+    return {"decidable": key_dec, "regret": regret, "regret_rel": rel, "fraction_saved": frac,
+            "stopped_before_best": before, "stopped": has_stop}
+
+
+def _table_columns(table: list[tuple]) -> dict[str, np.ndarray]:
+    """`_key_columns` from STAT_FIELDS tuples (decisions scored one at a time)."""
+    none_nan = lambda col: np.array([np.nan if v is None else float(v) for v in col], dtype=np.float64)  # noqa: E731
+    dec, reg, rel, frac, before, stop_step = zip(*table) if table else ((),) * 6
+    return {"decidable": np.array(dec, dtype=bool), "regret": none_nan(reg), "regret_rel": none_nan(rel),
+            "fraction_saved": none_nan(frac), "stopped_before_best": none_nan(before),
+            "stopped": np.array([v is not None for v in stop_step], dtype=bool)}
 
 
 def _unreplayable(path: str, pairs: list[tuple[RuleInfo, dict[str, Any]]], message: str,
@@ -718,32 +722,51 @@ def replay(histories: Sequence[History], rules: Iterable[RuleSpec], *, metric: s
         return _result(_replay_many(list(histories), pairs, metric, mode, engine), pairs, list(histories))
 
 
-def _result(per_run: list[tuple[list[Decision], tuple[np.ndarray, list[tuple]] | None, dict | None]],
+def _result(per_run: list[tuple[Any, tuple[np.ndarray, list[tuple]] | None, dict | None]],
             pairs: list, histories: list[History]) -> ReplayResult:
-    """The result from each run's (decisions - one per pair, in pair order -, their summary stats
-    when the scorer kept them, error entry).
+    """The result from each run's (decisions - one per pair, in pair order: a list, or (False,
+    [(pair indices, RunSegment), ...]) to be built when read -, their summary stats when the
+    scorer kept them, error entry).
 
     Stats are (ids, table): decision j of the run has the `scoring.STAT_FIELDS` tuple
     table[ids[j]] (many decisions share one). Every run holds one decision per pair and
     pairs are distinct (rule, parameters), so the summary's groups are the pairs, in
     order, and it is computed on (runs x pairs) arrays gathered from the tables.
     """
-    decisions = list(itertools.chain.from_iterable(ds for ds, _, _ in per_run))
+    blocks = [ds if isinstance(ds, tuple) else (True, list(ds)) for ds, _, _ in per_run]
+
+    def prepare() -> None:
+        """Trend and gap at every run's distinct stops in one vectorized pass, before every decision is built."""
+        by_ctx: dict[int, tuple[_RunContext, set[int]]] = {}
+        for built, block in blocks:
+            if built:
+                continue
+            for _, seg in block:
+                ctx = getattr(seg, "ctx", None)
+                if ctx is not None:
+                    by_ctx.setdefault(id(ctx), (ctx, set()))[1].update(seg.horizons)
+        if by_ctx:
+            _fill_trend_and_gap([c for c, _ in by_ctx.values()], [sorted(h) for _, h in by_ctx.values()])
+
+    decisions = Decisions(blocks, len(pairs), prepare)
     errors = [e for _, _, e in per_run if e]
-    if not decisions:
+    if not len(decisions):
         return ReplayResult(decisions=decisions, summary=[], errors=errors, histories=histories)
-    table: list[tuple] = []
+    parts: list[dict[str, np.ndarray]] = []
     ids = np.empty((len(per_run), len(pairs)), dtype=np.int64)
+    offset = 0
     for r, (ds, stats, _) in enumerate(per_run):
-        run_ids, run_table = stats if stats is not None else (np.arange(len(ds)), list(map(_STATS, ds)))
-        ids[r] = run_ids + len(table)
-        table.extend(run_table)
-    dec, reg, rel, frac, before, stop_step = zip(*table)
-    none_nan = lambda col: np.array([np.nan if v is None else float(v) for v in col])  # noqa: E731
+        if stats is None:
+            run_ids, cols = np.arange(len(ds)), _table_columns(list(map(_STATS, ds)))
+        else:
+            run_ids, cols = stats
+        ids[r] = run_ids + offset
+        offset += len(cols["decidable"])
+        parts.append(cols)
+    col = {k: np.concatenate([c[k] for c in parts])[ids] for k in parts[0]}
     summary = scoring.summarize_columns(
-        [(info.name, params) for info, params in pairs], np.array(dec, dtype=bool)[ids], none_nan(reg)[ids],
-        none_nan(rel)[ids], none_nan(frac)[ids], none_nan(before)[ids],
-        np.array([v is not None for v in stop_step], dtype=bool)[ids])
+        [(info.name, params) for info, params in pairs], col["decidable"], col["regret"], col["regret_rel"],
+        col["fraction_saved"], col["stopped_before_best"], col["stopped"])
     return ReplayResult(decisions=decisions, summary=summary, errors=errors, histories=histories)
 
 
@@ -787,31 +810,17 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
             if i not in per_run:
                 per_run[i] = _outcome_arrays(info.name, _outcomes(ctx, info, param_sets), len(ctx.steps))
         plans.append((info, idx, param_sets, per_run))
-    # 2. Trend and gap at every distinct stop of every run, all runs in one pass.
-    horizons = {i: set() for i in ctxs}
-    for *_, per_run in plans:
-        for i, (stop, *_rest) in per_run.items():
-            n = len(ctxs[i].steps)
-            if n:
-                horizons[i].update(np.unique(np.where(stop >= 0, stop, n - 1)).tolist())
-    _fill_trend_and_gap([ctxs[i] for i in horizons], [sorted(h) for h in horizons.values()])
-    # 3. Score: one run and one rule at a time.
-    slots = {i: ([None] * len(pairs), np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
+    # 3. Score: one run and one rule at a time (the Decision objects are built when first read).
+    slots = {i: ([], np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
     for info, idx, param_sets, per_run in plans:
-        contiguous = idx == list(range(idx[0], idx[-1] + 1))
         for i, (stop, best, decidable, reasons) in per_run.items():
-            out, ids, table = slots[i]
-            why = reasons() if callable(reasons) else reasons
-            ds, row_ids, rows = _score_many(ctxs[i], info.name, param_sets, stop, best, decidable, why)
-            ids[idx] = row_ids + len(table)
-            table.extend(rows)
-            if contiguous:
-                out[idx[0]: idx[-1] + 1] = ds
-            else:
-                for j, d in zip(idx, ds):
-                    out[j] = d
-    for i, (out, ids, table) in slots.items():
-        results[i] = (out, (ids, table), None)
+            segs, ids, parts = slots[i]
+            seg, row_ids, cols = _score_many(ctxs[i], info.name, param_sets, stop, best, decidable, reasons)
+            ids[idx] = row_ids + sum(len(c["decidable"]) for c in parts)
+            parts.append(cols)
+            segs.append((idx, seg))
+    for i, (segs, ids, parts) in slots.items():
+        results[i] = ((False, segs), (ids, {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}), None)
     return results  # type: ignore[return-value]
 
 
