@@ -131,10 +131,24 @@ def child(kind: str, base: str, adapter: str, out: str) -> None:
         model.save_pretrained(out, max_shard_size="310MB")
     else:
         Path(out).mkdir(parents=True, exist_ok=True)
-        merge_streaming(base, adapter, out)
+        real_fsync = os.fsync
+
+        def timed_fsync(fd: int) -> None:  # what the merge waits for the disk (peft's save never fsyncs)
+            t = time.perf_counter()
+            if kind != "streaming-nofsync":
+                real_fsync(fd)
+            fsync_s[0] += time.perf_counter() - t
+
+        fsync_s = [0.0]
+        os.fsync = timed_fsync
+        try:
+            merge_streaming(base, adapter, out)
+        finally:
+            os.fsync = real_fsync
     seconds = time.perf_counter() - t0
     print(json.dumps({"kind": kind, "seconds": seconds, "import_seconds": imports,
-                      "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": rss_imports}))
+                      "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": rss_imports,
+                      "fsync_seconds": fsync_s[0] if kind != "standard" else 0.0}))
 
 
 def run_child(kind: str, base: Path, adapter: Path, out: Path) -> dict:
@@ -206,6 +220,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-reeval", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="merge N times each way (alternating; implies --skip-reeval) and print medians")
+    ap.add_argument("--nofsync", action="store_true",
+                    help="with --repeat: also time the streaming merge with its fsync calls skipped (diagnosis)")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "BASE", "ADAPTER", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--reeval-child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -228,6 +246,9 @@ def main() -> None:
         if not (a / "adapter_model.safetensors").exists():
             build_adapter(base, a, seed=i)
     size = sum(p.stat().st_size for p in base.glob("*.safetensors"))
+    if args.repeat > 1:
+        repeated(args, base, adapters[0], work, size)
+        return
     results: dict = {"base_bytes": size, "shards": len(list(base.glob("*.safetensors")))}
     results["standard"] = run_child("standard", base, adapters[0], work / "out-standard")
     results["streaming"] = run_child("streaming", base, adapters[0], work / "out-streaming")
@@ -255,6 +276,32 @@ def main() -> None:
         print(f"re-evaluating {r['k']} candidates: one base load + {r['k']} adapter swaps {sh['seconds']:.1f} s "
               f"(base load {sh['base_load_s'][0]:.1f} s) vs {r['k']} base loads {se['seconds']:.1f} s "
               f"(base loads {' + '.join(f'{x:.1f}' for x in se['base_load_s'])} s); same losses: {r['same_losses']}")
+
+
+def repeated(args, base: Path, adapter: Path, work: Path, size: int) -> None:
+    """--repeat N: the two merges (and the diagnostic one) N times, alternating, each in a fresh process."""
+    import statistics
+
+    kinds = ["standard", "streaming"] + (["streaming-nofsync"] if args.nofsync else [])
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    for i in range(args.repeat):
+        for k in kinds:
+            r = run_child(k, base, adapter, work / f"out-{k}")
+            runs[k].append(r)
+            print(f"run {i + 1}: {k:>17} {r['seconds']:6.2f} s (fsync {r['fsync_seconds']:5.2f} s), "
+                  f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GB", flush=True)
+    print(f"base: {size / 1e9:.2f} GB bf16; medians of {args.repeat} runs:")
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    for k, v in runs.items():
+        print(f"  {k:>17}: {med[k]:6.2f} s (min {min(r['seconds'] for r in v):.2f}, max "
+              f"{max(r['seconds'] for r in v):.2f}); fsync median "
+              f"{statistics.median(r['fsync_seconds'] for r in v):.2f} s; peak RSS median "
+              f"{statistics.median(r['peak_rss_mb'] for r in v) / 1024:.2f} GB")
+    ratios = [s["seconds"] / t["seconds"] for s, t in zip(runs["standard"], runs["streaming"])]
+    print(f"  standard / streaming per run: {' '.join(f'{x:.2f}x' for x in ratios)}; median "
+          f"{statistics.median(ratios):.2f}x; slower than standard in {sum(x < 1 for x in ratios)} of {len(ratios)}")
+    if args.json:
+        print(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":

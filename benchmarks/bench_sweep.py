@@ -25,9 +25,11 @@ train_runtime in the metadata, so every score is computed), and one call
 
     replay(histories, ["patience", "hf"], grid={"patience": ..., "min_delta": ..., "threshold": ...})
 
-which returns 1,000,000 scored `Decision`s (stop, selection, regret, steps and wall-clock
-saved, trend and p-value, overfit gap, reason) and the per-parameter-set summary. It is
-timed with the default engine (best of --e2e-repeat; the first call, which also imports
+which returns 1,000,000 scored decisions as columns (stops, selections, regrets, the
+summary's fields) and the per-parameter-set summary; the `Decision` objects (with steps
+and wall-clock saved, trend and p-value, overfit gap, reason) are built when first read,
+and building all of them, and reading the columns, are timed apart. It is timed with
+the default engine (best of --e2e-repeat; the first call, which also imports
 scipy.special, reported apart) and with `engine="scan"` - every rule's own scan and the
 per-decision scorer, one (run, parameter set) at a time - on every K-th run
 (`--e2e-sample K`, default 25), scaled up to all runs and labelled extrapolated. Those
@@ -177,7 +179,16 @@ def e2e_part(runs, args) -> tuple[float, float, bool]:
     print(f"end to end: replay({len(histories)} runs, {rules}, grid) -> {n_dec:,} decisions, "
           f"{len(fast.summary):,} summary rows")
     print(f"  replay (engine auto = sweep)  {walls[best]:7.3f} s wall, {cpus[best]:7.3f} s CPU "
-          f"(best of {len(walls)}; first call {walls[0]:.3f} s wall, {cpus[0]:.3f} s CPU)")
+          f"(best of {len(walls)}; first call {walls[0]:.3f} s wall, {cpus[0]:.3f} s CPU)   "
+          "[stops, selections, scores and summary; Decision objects not built yet]")
+    w, c = time.perf_counter(), time.process_time()
+    stops, selections, regrets = fast.stops(), fast.selections(), fast.regrets()
+    print(f"  + the columns stops/selections/regrets ({stops.shape[0]} x {stops.shape[1]})   "
+          f"{time.perf_counter() - w:7.3f} s wall, {time.process_time() - c:7.3f} s CPU")
+    w, c = time.perf_counter(), time.process_time()
+    n_built = sum(1 for _ in fast.decisions)
+    print(f"  + every Decision object built ({n_built:,}; trend and gap computed then) "
+          f"{time.perf_counter() - w:7.3f} s wall, {time.process_time() - c:7.3f} s CPU")
     picked = list(range(0, len(histories), args.e2e_sample))
     sample = [histories[i] for i in picked]
     gc.collect()
@@ -187,6 +198,12 @@ def e2e_part(runs, args) -> tuple[float, float, bool]:
     label = "" if len(sample) == len(histories) else f" (extrapolated from {len(sample)} runs)"
     equal = all(fast.decisions[i * n_pairs:(i + 1) * n_pairs] == ref.decisions[k * n_pairs:(k + 1) * n_pairs]
                 for k, i in enumerate(picked))
+    ref_stops = np.array([[-1 if d.stop_eval_index is None else d.stop_eval_index for d in ref.decisions[
+        k * n_pairs:(k + 1) * n_pairs]] for k in range(len(picked))])
+    ref_regrets = np.array([[np.nan if d.regret is None else d.regret for d in ref.decisions[
+        k * n_pairs:(k + 1) * n_pairs]] for k in range(len(picked))])
+    equal &= np.array_equal(stops[picked], ref_stops) and np.array_equal(regrets[picked], ref_regrets, equal_nan=True)
+    equal &= fast.summary == replay(histories, rules, grid=grid, engine="sweep").summary
     print(f"  replay (engine scan)          {ref_wall:7.2f} s wall, {ref_cpu:7.2f} s CPU{label}   "
           f"decisions equal: {equal}")
     print(f"  ratio {ref_wall / walls[best]:6.1f}x wall, {ref_cpu / cpus[best]:6.1f}x CPU   [end to end]")

@@ -205,7 +205,7 @@ def test_no_reader_imports_heavy_libraries_at_import():
     import subprocess
     import sys
 
-    code = ("import sys, logsage.ingest as i; i._readers(); "
+    code = ("import sys, logsage.ingest as i; i.reader_modules(); "
             "print([m for m in ('torch', 'pandas', 'wandb', 'transformers', 'dvclive') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -269,8 +269,8 @@ def _spy(monkeypatch, module, name: str) -> list:
 
 def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch):
     """A plain HF script writes checkpoint-N/trainer_state.json at every save, each with the whole
-    history: a new one is the only file read (older ones are never read again), and each checkpoint
-    folder is judged once, not at every evaluation."""
+    history: a new one is the only file read (older ones are never read again), only its new
+    log_history entries are parsed, and each checkpoint folder is judged once, not at every evaluation."""
     from logsage.ingest import checkpoints
     from logsage.ingest.readers import trainer_state
 
@@ -281,7 +281,7 @@ def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch)
     rng = np.random.default_rng(0)
     losses = np.r_[1.0 / np.sqrt(np.arange(1, 26)), 0.2 + 0.01 * np.arange(1, 16)] + rng.uniform(0, 1e-3, 40)
     w = Watcher(run, "hf:patience=4")
-    advice, history, newest_bytes = [], [], 0
+    advice, history, newest_bytes, parsed_bytes = [], [], 0, 0
     for i, v in enumerate(losses):
         step = (i + 1) * 100
         history += [{"loss": 1.5 - 0.01 * i, "step": step - 50}, {"eval_loss": float(v), "step": step}]
@@ -293,19 +293,25 @@ def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch)
         if i == 20:  # caught mid-write: nothing is advised, the file is read again once it is whole
             (ck / "trainer_state.json").write_text(text[: len(text) // 2])
             reads.clear()
-            assert w.poll() == [] and [Path(p) for paths in reads for p in paths] == [ck / "trainer_state.json"]
+            assert w.poll() == []
         (ck / "trainer_state.json").write_text(text)
         newest_bytes += len(text)
         reads.clear()
+        n_before = w.groups["trainer-state"].n_reads if "trainer-state" in w.groups else 0
         advice += w.poll()
-        assert [Path(p) for paths in reads for p in paths] == [ck / "trainer_state.json"], (i, reads)
+        group = w.groups["trainer-state"]
+        assert group.n_reads == n_before + 1 and group.result().files == [str(ck / "trainer_state.json")], i
+        parsed_bytes += sum(Path(p).stat().st_size for paths in reads for p in paths)
+    # Each new file was parsed by its new entries only (with its header): far less than every file whole.
+    assert w.groups["trainer-state"].n_full_parses == 1
+    assert parsed_bytes < 0.2 * newest_bytes, (parsed_bytes, newest_bytes)
     # The root's trainer_state.json (trainer.save_state() at the end) is read once too.
     (run / "trainer_state.json").write_text(json.dumps({"global_step": 4000, "max_steps": 10_000,
                                                        "log_history": history}, indent=2))
-    reads.clear()
-    assert w.poll() == [] and [Path(p) for paths in reads for p in paths] == [run / "trainer_state.json"]
+    assert w.poll() == []
     assert w.groups["trainer-state"].n_reads == len(losses) + 2  # every file once, the half-written one twice
     assert sorted(int(Path(c).name.split("-")[1]) for c in judged) == [(i + 1) * 100 for i in range(40)]
+    assert w.n_rebuilds == 1  # the history was built once; every later evaluation went the incremental way
     w.close()
     stop = _replay_stop(run, "hf:patience=4")
     _check(advice, stop, len(losses))
@@ -315,7 +321,7 @@ def test_plain_hf_run_reads_only_the_newest_trainer_state(tmp_path, monkeypatch)
 def test_inventory_follows_checkpoints_that_change_or_go(tmp_path):
     """Only what changed is judged again: a checkpoint that was not whole (weights still being written)
     is judged at every look until it is whole; a removed one (save_total_limit) leaves the inventory."""
-    from logsage.live.watch import _Inventory
+    from logsage.live.follow import Inventory as _Inventory
 
     run = tmp_path / "out"
     inv = _Inventory(run)
@@ -410,10 +416,15 @@ def test_tensorboard_records_are_scanned_once_and_tf2_tags_stay_scalars(tmp_path
         writer.close()
         w.close()
     follower = w.followers[0]
-    assert len(follower.points["train/loss"].steps) == 5 * len(losses)  # later values kept: still scalars
-    assert follower.points["eval/loss"].values == pytest.approx(losses)
-    size = next(run.iterdir()).stat().st_size
-    # Each byte once, plus a preamble of about 60 bytes per scan: never the whole file again.
-    assert len(scanned) == len(losses) and sum(scanned) < size + 100 * len(scanned), (scanned, size)
+    assert len(follower.acc.points["train/loss"].steps) == 5 * len(losses)  # later values kept: still scalars
+    assert follower.acc.points["eval/loss"].values == pytest.approx(losses)
+    data = next(run.iterdir()).read_bytes()
+    size = len(data)
+    # The records put before each chunk are the file's own (the ones that first carried each tag).
+    assert sorted(follower.first_records) == ["eval/loss", "train/loss"]
+    assert all(rec in data for rec in follower.first_records.values())
+    # Each byte once, plus those two records (about 80 bytes each) per scan, plus one small scan per
+    # new tag to find its first record: never the whole file again.
+    assert len(scanned) <= len(losses) + 2 * 2 and sum(scanned) < size + 200 * len(scanned), (scanned, size)
     stop = _replay_stop(run, "hf:patience=3")
     _check(advice, stop, len(losses))

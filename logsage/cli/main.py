@@ -77,6 +77,9 @@ class _Group(click.Group):
         mod = _available().get(name)
         if mod is None:
             return None
+        from logsage.core import startup
+
+        startup.one_blas_thread(name)  # before numpy loads (logsage/core/startup.py)
         return importlib.import_module(mod).command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

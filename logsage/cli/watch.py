@@ -29,8 +29,12 @@ def command(path: str, rule: str, metric: str | None, mode: str | None, interval
     metrics.csv, trainer_state.json, TensorBoard events) and print the rule's advice at
     each new evaluation, e.g. "would stop now (hf:patience=3); best checkpoint-1200".
 
-    Only what was appended is read. The advice is the same as `logsage replay` gives on
-    the log so far. When the log already holds evaluations, the first line advises on the
+    Only what was appended is read, and the rule's state is kept between polls. The
+    advice is the same as `logsage replay` gives on the log so far. PATH must exist (start
+    watch once training has created it). --interval, --timeout and --max-evals must be
+    finite and > 0. Warnings about the log (a damaged line, dropped) go to stderr; when
+    the run finishes (its step budget reached, or HF's training summary written) watch says
+    so and exits 0. When the log already holds evaluations, the first line advises on the
     latest one (saying so if the rule would have stopped earlier). With --json, one JSON
     document with every advice is printed at the end.
 
@@ -44,7 +48,7 @@ def command(path: str, rule: str, metric: str | None, mode: str | None, interval
     seen = []
     try:
         for advice in watch(path, rule, metric=metric, mode=mode, format=fmt, interval=interval, timeout=timeout,
-                            max_evals=max_evals, until_stop=until_stop):
+                            max_evals=max_evals, until_stop=until_stop, on_warning=warn, on_finish=warn):
             seen.append(advice)
             if not as_json:
                 value = "nan" if not math.isfinite(advice.value) else f"{advice.value:.6g}"

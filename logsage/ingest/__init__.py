@@ -57,10 +57,10 @@ _READER_MODULES = [
     "wide",
 ]
 
-_SUMMARY_FILES = {"all_results.json", "eval_results.json", "train_results.json", "test_results.json",
+SUMMARY_FILES = {"all_results.json", "eval_results.json", "train_results.json", "test_results.json",
                   "predict_results.json"}
 # Files that belong to a run but are not metric logs; listed as ignored, not as "skipped".
-_KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.json", "config.json",
+KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.json", "config.json",
                    "training_args.bin", RUN_MANIFEST, "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt",
                    ".gitattributes", "chat_template.jinja", "running_log.txt", "training_args.yaml",
@@ -69,13 +69,13 @@ _KNOWN_NON_LOGS = {"SOURCE.txt", "hparams.yaml", "args.json", "adapter_config.js
                    "debug.log", "debug-internal.log", "debug-core.log"}
 
 # Weights, images and code: part of a run folder, never logs.
-_NOT_LOG_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".png", ".jpg", ".jpeg",
+NOT_LOG_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".png", ".jpg", ".jpeg",
                      ".svg", ".py", ".lock", ".npz", ".npy", ".gguf", ".onnx", ".msgpack", ".h5"}
 
 _loaded: dict[str, ModuleType] = {}
 
 
-def _readers() -> list[ModuleType]:
+def reader_modules() -> list[ModuleType]:
     mods = []
     for name in _READER_MODULES:
         if name not in _loaded:
@@ -91,14 +91,14 @@ def _readers() -> list[ModuleType]:
 
 def formats() -> list[str]:
     """Names accepted by `--format`, in detection order."""
-    return [m.FORMAT for m in _readers()]
+    return [m.FORMAT for m in reader_modules()]
 
 
 def formats_table_markdown() -> str:
     """The README's formats table, from each reader's `FORMAT` and `DESCRIPTION`, in detection order
     (a test keeps the README equal to it)."""
     lines = ["| `--format` | what it reads |", "|---|---|"]
-    lines += [f"| `{m.FORMAT}` | {m.DESCRIPTION.replace('|', '/')} |" for m in _readers()]
+    lines += [f"| `{m.FORMAT}` | {m.DESCRIPTION.replace('|', '/')} |" for m in reader_modules()]
     return "\n".join(lines) + "\n"
 
 
@@ -212,7 +212,7 @@ def _walk(root: Path, history: History, skipped: _Skipped) -> Iterator[Path]:
         stack.extend((here / d, parts + (d,)) for d in reversed(subdirs))
 
 
-def _reader_for(path: Path, readers: list[ModuleType], choices: list[Cleanup] | None = None) -> ModuleType | None:
+def claiming_reader(path: Path, readers: list[ModuleType], choices: list[Cleanup] | None = None) -> ModuleType | None:
     """The first reader (in detection order, the most specific first) that claims `path`.
 
     When later readers claim it too (a YOLO results.csv also looks like a Keras log), the
@@ -264,7 +264,7 @@ def load_history(
     """
     given = str(path)
     p = Path(path)
-    readers = _readers()
+    readers = reader_modules()
     if format is not None:
         match = [r for r in readers if r.FORMAT == format]
         if not match:
@@ -287,7 +287,7 @@ def load_history(
             raise IngestError(f"{given}: is {file_kind(st.st_mode)}, not a regular file; logsage reads only "
                               "regular files - give the log file or its run folder")
     if p.is_file():
-        r = readers[0] if format is not None else _reader_for(p, readers, history.cleanups)
+        r = readers[0] if format is not None else claiming_reader(p, readers, history.cleanups)
         if r is None:
             raise IngestError(
                 f"{given}: not a log format logsage recognises; pass --format with one of: {', '.join(formats())}"
@@ -296,15 +296,15 @@ def load_history(
     else:
         skipped = _Skipped(p)
         for f in _walk(p, history, skipped):
-            if f.name in _SUMMARY_FILES:
+            if f.name in SUMMARY_FILES:
                 _read_summary(f, history)
                 continue
             if f.name == RUN_MANIFEST:
                 history.meta.setdefault("manifest", str(f))
                 continue
-            r = _reader_for(f, readers, history.cleanups)
+            r = claiming_reader(f, readers, history.cleanups)
             if r is None:
-                if f.name not in _KNOWN_NON_LOGS and f.suffix.lower() not in _NOT_LOG_SUFFIXES:
+                if f.name not in KNOWN_NON_LOGS and f.suffix.lower() not in NOT_LOG_SUFFIXES:
                     skipped.add(f, "not a log format logsage reads")
                 continue
             groups.setdefault(r.FORMAT, []).append(f)
@@ -316,7 +316,7 @@ def load_history(
     for fmt, files in groups.items():
         results.append(by_name[fmt].read(files, ctx=ctx))
 
-    _merge(history, results)
+    merge_sources(history, results)
 
     from logsage.ingest.checkpoints import scan  # local: only folders have checkpoints
 
@@ -445,7 +445,7 @@ def _read_summary(f: Path, history: History) -> None:
         history.files.append(str(f))
 
 
-def _merge(history: History, results: list[ReadResult]) -> None:
+def merge_sources(history: History, results: list[ReadResult]) -> None:
     """Combine readers' results; for a metric held by several sources the most precise wins.
 
     Ties in precision go to the reader earlier in detection order (trainer_state

@@ -42,10 +42,10 @@ Semantics fixed here (and nowhere else):
   (`logsage.replay.sweep`, all runs in one batch) when a rule has many parameter sets; its
   results are identical to the per-evaluation reference scan in `logsage.rules`
   (property-tested). The decisions of one run and rule are scored together
-  (`_score_many`): per-run arrays built once, every score computed once per distinct
+  (`score_many`): per-run arrays built once, every score computed once per distinct
   stop or selection, trend and gap for every run's distinct stops in one vectorized
-  pass. `engine="scan"` is the reference path - each rule's own scan and `_score` per
-  decision - and `tests/test_replay_fast.py` holds the two equal field for field.
+  pass. `engine="scan"` is the reference path - each rule's own scan and `score_one` per
+  decision (`select.score_one`) - and `tests/test_replay_fast.py` holds the two equal field for field.
 """
 
 from __future__ import annotations
@@ -56,21 +56,27 @@ import functools
 import gc
 import itertools
 import math
-import operator
 import os
-from collections import deque
-from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from logsage.core.errors import LogsageError, MetricNotFound, RuleConfigError
-from logsage.core.history import History, json_safe
-from logsage.core.names import canonical_name, default_mode
-from logsage.core.objective import Objective, check_mode, orient, resolve_objective
-from logsage.core.runfolder import checkpoint_name
+from logsage.core.history import History
+from logsage.core.names import default_mode
+from logsage.core.objective import check_mode, orient
 from logsage.replay import scoring
+from logsage.replay.result import Decision, Decisions, ReplayResult
+from logsage.replay.select import (  # noqa: F401  (select_evaluation: re-exported for logsage.live)
+    STAT_GETTER,
+    RunContext,
+    table_columns,
+    fill_trend_and_gap,
+    prepare_run,
+    score_many,
+    score_one,
+    select_evaluation,
+)
 from logsage.rules.base import (
     COMMON_PARAM_HELP,  # noqa: F401 - declared with the rules; re-exported for describe_rules' readers
     Outcome,
@@ -178,74 +184,6 @@ def decide_values(values: Sequence[float] | np.ndarray, rule: str, params: Mappi
     return run_rule(info, x, resolved, where="the sequence")
 
 
-# ====================================================================== decisions
-@dataclass(frozen=True)
-class Decision:
-    """One (run, rule, parameter set): the stop, the selection and their scores (see module docstring)."""
-
-    run: str
-    rule: str
-    params: dict
-    metric: str | None
-    mode: str | None
-    stop_step: int | None
-    stop_eval_index: int | None
-    selected_step: int | None
-    selected_value: float | None
-    best_step: int | None
-    best_value: float | None
-    best_saved_step: int | None
-    best_saved_value: float | None
-    regret: float | None
-    regret_rel: float | None
-    steps_saved: int | None
-    fraction_saved: float | None
-    wall_saved_s: float | None
-    stopped_before_best: bool | None
-    trend_slope: float | None
-    trend_p: float | None
-    overfit_gap: float | None
-    decidable: bool
-    reason: str
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A strict-JSON-ready dict (NaN/inf become None; numpy scalars become Python)."""
-        return json_safe({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-
-
-_STATS = operator.attrgetter(*scoring.STAT_FIELDS)  # what the summary reads of a decision
-# The Decision fields that depend only on (stop, selected, decidable), in order: stop_step .. overfit_gap.
-_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))[5:22]
-assert _ROW_FIELDS[0] == "stop_step" and _ROW_FIELDS[-1] == "overfit_gap"
-
-
-@dataclass
-class ReplayResult:
-    decisions: list[Decision]
-    summary: list[dict]
-    errors: list[dict]
-    # The histories replayed (when `replay_paths` loaded them), for plots; not part of to_dict.
-    histories: list[History] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe({
-            "decisions": [d.to_dict() for d in self.decisions],
-            "summary": self.summary,
-            "errors": self.errors,
-        })
-
-    def to_pandas(self, table: str = "decisions") -> Any:
-        """A pandas DataFrame of the decisions (one row per run x rule setting) or of the summary.
-
-        Each row has the Decision's (or summary row's) fields, `params` as a dict and `spec`,
-        the `--rule` string that reproduces it. pandas is imported here only.
-        """
-        from logsage.replay.frames import replay_frame
-
-        return replay_frame(self, table)
-
-
 # ====================================================================== rules x grid
 def expand_rules(rules: Iterable[RuleSpec], grid: Mapping[str, Sequence[Any]] | None = None
                  ) -> list[tuple[RuleInfo, dict[str, Any]]]:
@@ -323,312 +261,6 @@ def describe_rules(name: str | None = None) -> list[dict[str, Any]]:
     } for info in infos]
 
 
-# ====================================================================== one run
-class _ExtraSeries(dict):
-    """name -> (oriented values at the monitored steps, mode), resolved on first use.
-
-    A multi-metric rule asks for its metrics by any name the run knows (source or
-    canonical); a name the run lacks raises MetricNotFound (listing what exists), which
-    makes that decision undecidable. Values are aligned by step: NaN where the other
-    series has no point at a monitored step.
-    """
-
-    def __init__(self, history: History, steps: np.ndarray):
-        super().__init__()
-        self._history = history
-        self._steps = steps
-
-    def __missing__(self, name: str) -> tuple[np.ndarray, str]:
-        src = self._history.resolve(name)
-        s = self._history.series[src]
-        aligned = np.full(self._steps.shape, np.nan)
-        if len(s):
-            pos = np.minimum(np.searchsorted(s.steps, self._steps), len(s) - 1)
-            hit = s.steps[pos] == self._steps
-            aligned[hit] = s.values[pos[hit]]
-        mode = default_mode(src)
-        value = (orient(aligned, mode), mode)
-        self[name] = value
-        return value
-
-    def get(self, name, default=None):  # dict.get bypasses __missing__
-        try:
-            return self[name]
-        except MetricNotFound:
-            return default
-
-    def __contains__(self, name: object) -> bool:
-        return self.get(name) is not None
-
-
-@dataclass
-class _RunContext:
-    """Everything about one run that every (rule, params) shares."""
-
-    history: History
-    objective: Objective
-    steps: np.ndarray
-    raw: np.ndarray
-    oriented: np.ndarray
-    x: RuleInput  # not_before = 0; replaced per parameter set
-    has_inventory: bool
-    eligible: np.ndarray  # evaluations with a whole checkpoint (all True without an inventory)
-    budget: int | None
-    wall_times: np.ndarray | None
-    end_wall_time: float | None
-    runtime_s: float | None
-    steps_run: int | None
-    train_steps: np.ndarray | None
-    train_values: np.ndarray | None
-    is_loss: bool
-    best_index: int | None
-    best_saved_index: int | None
-    cache: dict = field(default_factory=dict)  # horizon -> (trend slope, p-value, overfit gap)
-    # For the many-decision scorer: per-run arrays built once, and the scores per distinct stop
-    # and per distinct selection (many parameter sets share them).
-    fast: dict = field(default_factory=dict)
-
-
-def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
-def _prepare(history: History, metric: str | None, mode: str | None) -> _RunContext:
-    objective = resolve_objective(history, metric, mode)
-    s = history.series[objective.metric]
-    steps, raw = s.steps, s.values
-    oriented = objective.orient(raw)
-    tl = history.train_loss()
-    train_steps = tl.steps if tl is not None else None
-    train_values = tl.values if tl is not None else None
-    budget = history.max_steps if history.max_steps else (s.last_step if len(s) else None)
-    epochs_meta = _number(history.meta.get("num_train_epochs"))
-    x = RuleInput(
-        values=oriented, steps=steps, mode=objective.mode, metric=objective.metric, raw_values=raw,
-        epochs=history.epoch_at(steps), train_steps=train_steps, train_values=train_values,
-        budget_steps=history.stated_max_steps, budget_epochs=epochs_meta, extra=_ExtraSeries(history, steps),
-        per_example=history.per_example, not_before=0,
-    )
-    has_inventory = bool(history.checkpoints)
-    if has_inventory:
-        whole = {c.step for c in history.checkpoints if c.whole}
-        eligible = np.fromiter((int(t) in whole for t in steps), dtype=bool, count=len(steps))
-    else:
-        eligible = np.ones(len(steps), dtype=bool)
-    wall = s.wall_times if s.wall_times is not None and len(s.wall_times) == len(steps) else None
-    end_wall = None
-    if wall is not None:
-        # The end of training: the last wall time of any eval or train series (a test pass
-        # logged after training would run anyway, so it is not counted as saved).
-        ends = [float(np.nanmax(ser.wall_times)) for ser in history.series.values()
-                if ser.kind in ("eval", "train") and ser.wall_times is not None and len(ser.wall_times)
-                and np.isfinite(ser.wall_times).any()]
-        end_wall = max(ends) if ends else None
-    runtime = _number(history.meta.get("train_runtime")) or _number(history.summary.get("train_runtime"))
-    steps_run = _number(history.meta.get("global_step"))
-    steps_run = int(steps_run) if steps_run else budget
-    return _RunContext(
-        history=history, objective=objective, steps=steps, raw=raw, oriented=oriented, x=x,
-        has_inventory=has_inventory, eligible=eligible, budget=budget, wall_times=wall, end_wall_time=end_wall,
-        runtime_s=runtime, steps_run=steps_run, train_steps=train_steps, train_values=train_values,
-        # A gap is eval loss minus train loss: meaningless for an accuracy, or for the train loss itself.
-        is_loss="loss" in canonical_name(objective.metric) and s is not tl,
-        best_index=scoring.hindsight_best(oriented),
-        best_saved_index=scoring.hindsight_best(oriented, eligible) if has_inventory else None,
-    )
-
-
-def _checkpoint_problem(ctx: _RunContext, step: int) -> str:
-    """Why the evaluation at `step` has no whole checkpoint, in words naming the folder."""
-    c = ctx.history.checkpoint_at(step)
-    if c is None:
-        return f"{checkpoint_name(step)} is missing"
-    name = os.path.basename(os.path.normpath(c.path)) or checkpoint_name(step)
-    return f"{name}: {c.problem or 'not whole'}"
-
-
-def _select(ctx: _RunContext, outcome: Outcome) -> tuple[int | None, str | None]:
-    """(selected evaluation index, note) for an outcome (see the module docstring)."""
-    n = len(ctx.steps)
-    if n == 0:
-        return None, None
-    horizon = outcome.stop_index if outcome.stop_index is not None else n - 1
-    fallback = scoring.hindsight_best(ctx.oriented, ctx.eligible, upto=horizon)
-    own = outcome.best_index
-    if own is None or not (0 <= own <= horizon):
-        return fallback, None
-    own_step = int(ctx.steps[own])
-    if not math.isfinite(ctx.oriented[own]):
-        what = f"the rule's best (step {own_step}) is not finite"
-    elif not ctx.eligible[own]:
-        what = f"best step {own_step} has no whole checkpoint ({_checkpoint_problem(ctx, own_step)})"
-    else:
-        return own, None
-    if fallback is None:
-        where = "with a whole checkpoint " if ctx.has_inventory else ""
-        return None, f"{what}; no finite evaluation {where}at or before the stop, nothing selected"
-    return fallback, f"{what}; selected step {int(ctx.steps[fallback])}"
-
-
-def _score(ctx: _RunContext, rule: str, params: dict[str, Any], outcome: Outcome) -> Decision:
-    """A Decision from a rule's outcome on a prepared run."""
-    n = len(ctx.steps)
-    stop = outcome.stop_index
-    if stop is not None and not (0 <= stop < n):
-        raise AssertionError(f"rule {rule} returned stop index {stop} outside 0..{n - 1}")
-    sel, note = _select(ctx, outcome) if outcome.decidable else (None, None)
-    stop_step = int(ctx.steps[stop]) if stop is not None else None
-
-    def at(i: int | None) -> tuple[int | None, float | None]:
-        return (None, None) if i is None else (int(ctx.steps[i]), float(ctx.raw[i]))
-
-    sel_step, sel_value = at(sel)
-    best_step, best_value = at(ctx.best_index)
-    bsaved_step, bsaved_value = at(ctx.best_saved_index)
-    reg, reg_rel = scoring.regret(sel_value, best_value)
-    if outcome.decidable:
-        saved, frac = scoring.steps_saved(stop_step, ctx.budget)
-        wall = scoring.wall_saved(stop, saved, wall_times=ctx.wall_times, end_wall_time=ctx.end_wall_time,
-                                  runtime_s=ctx.runtime_s, steps_run=ctx.steps_run)
-        before = None if best_step is None else (stop_step is not None and stop_step < best_step)
-    else:
-        saved = frac = wall = before = None
-    slope, p, gap = _trend_and_gap(ctx, stop if stop is not None else n - 1)
-    return Decision(
-        run=ctx.history.path, rule=rule, params=dict(params), metric=ctx.objective.metric, mode=ctx.objective.mode,
-        stop_step=stop_step, stop_eval_index=stop, selected_step=sel_step, selected_value=sel_value,
-        best_step=best_step, best_value=best_value, best_saved_step=bsaved_step, best_saved_value=bsaved_value,
-        regret=reg, regret_rel=reg_rel, steps_saved=saved, fraction_saved=frac, wall_saved_s=wall,
-        stopped_before_best=before, trend_slope=slope, trend_p=p, overfit_gap=gap,
-        decidable=bool(outcome.decidable), reason=outcome.reason, note=note,
-    )
-
-
-def _trend_and_gap(ctx: _RunContext, horizon: int) -> tuple[float | None, float | None, float | None]:
-    """Trend slope, its p-value and the overfit gap up to evaluation `horizon` (cached per run:
-    a grid of many parameter sets shares a handful of distinct stops)."""
-    if horizon not in ctx.cache:
-        slope, p = scoring.trend(ctx.raw, horizon)
-        gap = None
-        if ctx.is_loss and horizon >= 0:
-            gap = scoring.overfit_gap(ctx.steps, ctx.raw, ctx.train_steps, ctx.train_values,
-                                      int(ctx.steps[horizon]))
-        ctx.cache[horizon] = (slope, p, gap)
-    return ctx.cache[horizon]
-
-
-def _fast(ctx: _RunContext) -> dict[str, Any]:
-    """Per-run arrays the many-decision scorer reads (built once per run)."""
-    f = ctx.fast
-    if not f:
-        f["steps"] = ctx.steps.tolist()
-        f["raw"] = ctx.raw.tolist()
-        # hindsight_best(oriented, eligible, upto=t) for every t: the selection's fallback.
-        f["prefix_best"] = scoring.prefix_best(ctx.oriented, ctx.eligible)
-        f["selectable"] = np.isfinite(ctx.oriented) & ctx.eligible
-    return f
-
-
-def _fill_trend_and_gap(ctxs: list[_RunContext], horizons: list[Iterable[int]]) -> None:
-    """`_trend_and_gap` for every run's horizons not yet cached, all runs in one vectorized pass."""
-    todo = [[h for h in hs if h not in ctx.cache] for ctx, hs in zip(ctxs, horizons)]
-    trends = scoring.trend_runs([ctx.raw for ctx in ctxs], todo)
-    gaps = scoring.overfit_gap_runs([(ctx.steps, ctx.raw, ctx.train_steps, ctx.train_values) if ctx.is_loss
-                                     else (ctx.steps, ctx.raw, None, None) for ctx in ctxs], todo)
-    for ctx, hs, tr, gp in zip(ctxs, todo, trends, gaps):
-        for h, (slope, p), gap in zip(hs, tr, gp):
-            ctx.cache[h] = (slope, p, gap if h >= 0 else None)
-
-
-def _score_many(ctx: _RunContext, rule: str, param_sets: list[dict[str, Any]], stop: np.ndarray,
-                best: np.ndarray, decidable: np.ndarray, reasons: list[str]
-                ) -> tuple[list[Decision], np.ndarray, list[tuple]]:
-    """`_score` for many outcomes of one rule on one run (stop / best as index arrays, -1 for None).
-
-    The same decisions as `_score`, field for field (tests compare them): the selection is
-    vectorized (the fallback is a prefix argmin computed once per run; a rule's own best
-    that is not selectable goes through `_select` for its note), and every score that
-    depends only on the stop and the selection is computed once per distinct (stop,
-    selected, decidable) on the run, trend and gap in one pass over the distinct stops.
-    """
-    n = len(ctx.steps)
-    if n == 0:  # nothing to vectorize
-        ds = [_score(ctx, rule, ps, Outcome(None if s < 0 else s, None if b < 0 else b, why, d))
-              for ps, s, b, d, why in zip(param_sets, stop.tolist(), best.tolist(), decidable.tolist(), reasons)]
-        return ds, np.arange(len(ds)), list(map(_STATS, ds))
-    f = _fast(ctx)
-    horizon = np.where(stop >= 0, stop, n - 1)
-    in_range = (best >= 0) & (best <= horizon)
-    own_ok = in_range & f["selectable"][np.clip(best, 0, n - 1)]
-    selected = np.where(decidable, np.where(own_ok, best, f["prefix_best"][horizon]), -1)
-    notes: dict[int, str | None] = {}
-    for k in np.flatnonzero(decidable & in_range & ~own_ok).tolist():  # the rule's best is not selectable
-        s = int(stop[k])
-        sel, notes[k] = _select(ctx, Outcome(None if s < 0 else s, int(best[k]), "", True))
-        selected[k] = -1 if sel is None else sel
-    _fill_trend_and_gap([ctx], [np.unique(horizon).tolist()])  # a no-op when replay filled them
-
-    steps, raw = f["steps"], f["raw"]
-    best_step, best_value = (None, None) if ctx.best_index is None else (steps[ctx.best_index], raw[ctx.best_index])
-    bsaved = ((None, None) if ctx.best_saved_index is None
-              else (steps[ctx.best_saved_index], raw[ctx.best_saved_index]))
-    by_stop, by_sel = f.setdefault("by_stop", {}), f.setdefault("by_sel", {})
-
-    def row(s: int, sel: int, dec: bool) -> tuple:
-        """The 17 fields from stop_step to overfit_gap (as `_score` computes them)."""
-        part = by_stop.get((s, dec))
-        if part is None:
-            stop_i = None if s < 0 else s
-            stop_step = None if s < 0 else steps[s]
-            if dec:
-                saved, frac = scoring.steps_saved(stop_step, ctx.budget)
-                wall = scoring.wall_saved(stop_i, saved, wall_times=ctx.wall_times, end_wall_time=ctx.end_wall_time,
-                                          runtime_s=ctx.runtime_s, steps_run=ctx.steps_run)
-                before = None if best_step is None else (stop_step is not None and stop_step < best_step)
-            else:
-                saved = frac = wall = before = None
-            trend_gap = ctx.cache[s if s >= 0 else n - 1]
-            part = by_stop[(s, dec)] = (stop_step, stop_i, saved, frac, wall, before, *trend_gap)
-        chosen = by_sel.get(sel)
-        if chosen is None:
-            sel_step, sel_value = (None, None) if sel < 0 else (steps[sel], raw[sel])
-            chosen = by_sel[sel] = (sel_step, sel_value, *scoring.regret(sel_value, best_value))
-        return (part[0], part[1], chosen[0], chosen[1], best_step, best_value, bsaved[0], bsaved[1],
-                chosen[2], chosen[3], *part[2:])
-
-    # Each distinct (stop, selected, decidable) gets one prototype Decision built by the dataclass
-    # itself; each decision is a copy of its prototype's attribute dict (a split-table dict copy:
-    # cheap, and as compact as the dataclass's own) with its parameters and reason (and note).
-    path, metric, mode = ctx.history.path, ctx.objective.metric, ctx.objective.mode
-    code = ((stop + 1) * (n + 1) + (selected + 1)) * 2 + decidable  # one int per (stop, selected, decidable)
-    keys, ids = np.unique(code, return_inverse=True)
-    protos, table = [], []  # per distinct key: prototype attributes, what the summary reads (STAT_FIELDS)
-    base = None
-    for key in keys.tolist():
-        s, sel, dec = key // 2 // (n + 1) - 1, key // 2 % (n + 1) - 1, bool(key % 2)
-        r = row(s, sel, dec)
-        if base is None:  # the dataclass builds the first; the others copy its attributes (same key order)
-            base = proto = Decision(path, rule, {}, metric, mode, *r, dec, "", None).__dict__
-        else:
-            proto = base.copy()
-            proto.update(zip(_ROW_FIELDS, r))
-            proto["decidable"] = dec
-        protos.append(proto)
-        table.append((dec, r[8], r[9], r[11], r[13], r[0]))
-    # Per decision: its prototype's attributes copied, its own copy of its parameters and its
-    # reason set, a bare instance given those attributes - each step one C-level `map`.
-    count = len(param_sets)
-    ids = ids.reshape(-1).astype(np.int64)
-    attrs = list(map(dict.copy, map(protos.__getitem__, ids.tolist())))
-    deque(map(operator.setitem, attrs, repeat("params", count), map(dict.copy, param_sets)), maxlen=0)
-    deque(map(operator.setitem, attrs, repeat("reason", count), reasons), maxlen=0)
-    for k, note in notes.items():
-        attrs[k]["note"] = note
-    out = list(map(object.__new__, repeat(Decision, count)))
-    deque(map(object.__setattr__, out, repeat("__dict__", count), attrs), maxlen=0)
-    return out, ids, table
-
-
 def _unreplayable(path: str, pairs: list[tuple[RuleInfo, dict[str, Any]]], message: str,
                   metric: str | None, mode: str | None) -> list[Decision]:
     return [Decision(run=path, rule=info.name, params=dict(params), metric=metric, mode=mode,
@@ -639,7 +271,7 @@ def _unreplayable(path: str, pairs: list[tuple[RuleInfo, dict[str, Any]]], messa
                      decidable=False, reason=message) for info, params in pairs]
 
 
-def _outcomes(ctx: _RunContext, info: RuleInfo, param_sets: list[dict[str, Any]]) -> list[Outcome]:
+def _outcomes(ctx: RunContext, info: RuleInfo, param_sets: list[dict[str, Any]]) -> list[Outcome]:
     """The rule's outcome for each parameter set on one run, by its reference scan."""
     out = []
     for params in param_sets:
@@ -697,32 +329,51 @@ def replay(histories: Sequence[History], rules: Iterable[RuleSpec], *, metric: s
         return _result(_replay_many(list(histories), pairs, metric, mode, engine), pairs, list(histories))
 
 
-def _result(per_run: list[tuple[list[Decision], tuple[np.ndarray, list[tuple]] | None, dict | None]],
+def _result(per_run: list[tuple[Any, tuple[np.ndarray, list[tuple]] | None, dict | None]],
             pairs: list, histories: list[History]) -> ReplayResult:
-    """The result from each run's (decisions - one per pair, in pair order -, their summary stats
-    when the scorer kept them, error entry).
+    """The result from each run's (decisions - one per pair, in pair order: a list, or (False,
+    [(pair indices, RunSegment), ...]) to be built when read -, their summary stats when the
+    scorer kept them, error entry).
 
     Stats are (ids, table): decision j of the run has the `scoring.STAT_FIELDS` tuple
     table[ids[j]] (many decisions share one). Every run holds one decision per pair and
     pairs are distinct (rule, parameters), so the summary's groups are the pairs, in
     order, and it is computed on (runs x pairs) arrays gathered from the tables.
     """
-    decisions = list(itertools.chain.from_iterable(ds for ds, _, _ in per_run))
+    blocks = [ds if isinstance(ds, tuple) else (True, list(ds)) for ds, _, _ in per_run]
+
+    def prepare() -> None:
+        """Trend and gap at every run's distinct stops in one vectorized pass, before every decision is built."""
+        by_ctx: dict[int, tuple[RunContext, set[int]]] = {}
+        for built, block in blocks:
+            if built:
+                continue
+            for _, seg in block:
+                ctx = getattr(seg, "ctx", None)
+                if ctx is not None:
+                    by_ctx.setdefault(id(ctx), (ctx, set()))[1].update(seg.horizons)
+        if by_ctx:
+            fill_trend_and_gap([c for c, _ in by_ctx.values()], [sorted(h) for _, h in by_ctx.values()])
+
+    decisions = Decisions(blocks, len(pairs), prepare)
     errors = [e for _, _, e in per_run if e]
-    if not decisions:
+    if not len(decisions):
         return ReplayResult(decisions=decisions, summary=[], errors=errors, histories=histories)
-    table: list[tuple] = []
+    parts: list[dict[str, np.ndarray]] = []
     ids = np.empty((len(per_run), len(pairs)), dtype=np.int64)
+    offset = 0
     for r, (ds, stats, _) in enumerate(per_run):
-        run_ids, run_table = stats if stats is not None else (np.arange(len(ds)), list(map(_STATS, ds)))
-        ids[r] = run_ids + len(table)
-        table.extend(run_table)
-    dec, reg, rel, frac, before, stop_step = zip(*table)
-    none_nan = lambda col: np.array([np.nan if v is None else float(v) for v in col])  # noqa: E731
+        if stats is None:
+            run_ids, cols = np.arange(len(ds)), table_columns(list(map(STAT_GETTER, ds)))
+        else:
+            run_ids, cols = stats
+        ids[r] = run_ids + offset
+        offset += len(cols["decidable"])
+        parts.append(cols)
+    col = {k: np.concatenate([c[k] for c in parts])[ids] for k in parts[0]}
     summary = scoring.summarize_columns(
-        [(info.name, params) for info, params in pairs], np.array(dec, dtype=bool)[ids], none_nan(reg)[ids],
-        none_nan(rel)[ids], none_nan(frac)[ids], none_nan(before)[ids],
-        np.array([v is not None for v in stop_step], dtype=bool)[ids])
+        [(info.name, params) for info, params in pairs], col["decidable"], col["regret"], col["regret_rel"],
+        col["fraction_saved"], col["stopped_before_best"], col["stopped"])
     return ReplayResult(decisions=decisions, summary=summary, errors=errors, histories=histories)
 
 
@@ -734,16 +385,16 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
     "scan" takes the reference path run by run (`_replay_one`). Otherwise each rule with a
     sweep form and enough parameter sets is swept over all runs at once
     (`sweep.batch_outcomes`), other rules run their scans, and each run's decisions for one
-    rule are scored together (`_score_many`).
+    rule are scored together (`score_many`).
     """
     if engine == "scan":
         return [(ds, None, error) for ds, error in (_replay_one(h, pairs, metric, mode) for h in histories)]
     from logsage.replay import sweep
     results: list[tuple[list[Decision], Any, dict | None] | None] = [None] * len(histories)
-    ctxs: dict[int, _RunContext] = {}
+    ctxs: dict[int, RunContext] = {}
     for i, history in enumerate(histories):
         try:
-            ctxs[i] = _prepare(history, metric, mode)
+            ctxs[i] = prepare_run(history, metric, mode)
         except LogsageError as e:
             results[i] = (_unreplayable(history.path, pairs, str(e), metric, mode), None,
                           {"run": history.path, "error": str(e)})
@@ -766,31 +417,17 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
             if i not in per_run:
                 per_run[i] = _outcome_arrays(info.name, _outcomes(ctx, info, param_sets), len(ctx.steps))
         plans.append((info, idx, param_sets, per_run))
-    # 2. Trend and gap at every distinct stop of every run, all runs in one pass.
-    horizons = {i: set() for i in ctxs}
-    for *_, per_run in plans:
-        for i, (stop, *_rest) in per_run.items():
-            n = len(ctxs[i].steps)
-            if n:
-                horizons[i].update(np.unique(np.where(stop >= 0, stop, n - 1)).tolist())
-    _fill_trend_and_gap([ctxs[i] for i in horizons], [sorted(h) for h in horizons.values()])
-    # 3. Score: one run and one rule at a time.
-    slots = {i: ([None] * len(pairs), np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
+    # 3. Score: one run and one rule at a time (the Decision objects are built when first read).
+    slots = {i: ([], np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
     for info, idx, param_sets, per_run in plans:
-        contiguous = idx == list(range(idx[0], idx[-1] + 1))
         for i, (stop, best, decidable, reasons) in per_run.items():
-            out, ids, table = slots[i]
-            why = reasons() if callable(reasons) else reasons
-            ds, row_ids, rows = _score_many(ctxs[i], info.name, param_sets, stop, best, decidable, why)
-            ids[idx] = row_ids + len(table)
-            table.extend(rows)
-            if contiguous:
-                out[idx[0]: idx[-1] + 1] = ds
-            else:
-                for j, d in zip(idx, ds):
-                    out[j] = d
-    for i, (out, ids, table) in slots.items():
-        results[i] = (out, (ids, table), None)
+            segs, ids, parts = slots[i]
+            seg, row_ids, cols = score_many(ctxs[i], info.name, param_sets, stop, best, decidable, reasons)
+            ids[idx] = row_ids + sum(len(c["decidable"]) for c in parts)
+            parts.append(cols)
+            segs.append((idx, seg))
+    for i, (segs, ids, parts) in slots.items():
+        results[i] = ((False, segs), (ids, {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}), None)
     return results  # type: ignore[return-value]
 
 
@@ -807,9 +444,9 @@ def _outcome_arrays(rule: str, outs: list[Outcome], n: int) -> tuple[np.ndarray,
 
 def _replay_one(history: History, pairs: list[tuple[RuleInfo, dict[str, Any]]], metric: str | None,
                 mode: str | None) -> tuple[list[Decision], dict | None]:
-    """The reference path for one run: each rule's own scan per parameter set, `_score` per decision."""
+    """The reference path for one run: each rule's own scan per parameter set, `score_one` per decision."""
     try:
-        ctx = _prepare(history, metric, mode)
+        ctx = prepare_run(history, metric, mode)
     except LogsageError as e:
         return _unreplayable(history.path, pairs, str(e), metric, mode), {"run": history.path, "error": str(e)}
     by_rule: dict[str, tuple[RuleInfo, list[int]]] = {}
@@ -819,7 +456,7 @@ def _replay_one(history: History, pairs: list[tuple[RuleInfo, dict[str, Any]]], 
     for info, idx in by_rule.values():
         for i, outcome in zip(idx, _outcomes(ctx, info, [pairs[i][1] for i in idx])):
             outcomes[i] = outcome
-    return [_score(ctx, info.name, params, outcome) for (info, params), outcome in zip(pairs, outcomes)], None
+    return [score_one(ctx, info.name, params, outcome) for (info, params), outcome in zip(pairs, outcomes)], None
 
 
 def replay_paths(paths: Sequence[str | os.PathLike], rules: Iterable[RuleSpec], *, metric: str | None = None,

@@ -286,6 +286,46 @@ def _produce(w: _ShardWriter, o: OutTensor, plan: AdapterPlan, torch_dtype, stat
     return w.submit(buf, o.nbytes)
 
 
+def idle_cores(limit: int) -> int:
+    """How many of this process's cores are idle (by the 1-minute load average), between 1 and `limit`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return limit
+    return max(1, min(limit, int(cores - load + 0.5)))
+
+
+class MergeThreads:
+    """torch's intra-op threads for the merge, no more than the idle cores (restored afterwards).
+
+    The merge's work is a rank-r product and element-wise passes per layer, memory-bound:
+    extra threads help only on idle cores. When other processes hold the cores, torch's
+    OpenMP threads spin at every barrier waiting for a thread that is not running: on a
+    2-core machine under load the same merge took 8 s of CPU and 14 s instead of 2 s and
+    2-4 s with one thread (benchmarks/README.md, "Streaming merge"), which is what made
+    runs slower than peft.
+    """
+
+    def __enter__(self) -> "MergeThreads":
+        import torch
+
+        self.before = torch.get_num_threads()
+        self.used = idle_cores(self.before)
+        if self.used != self.before:
+            torch.set_num_threads(self.used)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        if self.used != self.before:
+            torch.set_num_threads(self.before)
+
+
 def merge_streaming(
     base_dir: str | os.PathLike,
     adapter_dir: str | os.PathLike,
@@ -336,30 +376,31 @@ def merge_streaming(
     files: list[str] = []
     weight_map: dict[str, str] = {}
     done = 0
-    for i, items in enumerate(shards, start=1):
-        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
-        path = out_dir / fname
-        with open(path, "wb") as f:
-            f.write(header_bytes(items))
-            writer = _ShardWriter(f, mem.pool)
-            try:
-                for o in items:
-                    wrote = _produce(writer, o, plan, torch_dtype, stats, mem)
-                    if wrote != o.nbytes:  # the planned header would lie about the data
-                        raise ExportError(f"{path}: wrote {wrote} bytes for {o.name}, planned {o.nbytes}")
-                    weight_map[o.name] = fname
-                    done += wrote
-                    if progress:
-                        progress(done, total)
-            finally:
-                writer.close()
-            f.flush()
-            os.fsync(f.fileno())
-            if f.tell() != len(header_bytes(items)) + sum(o.nbytes for o in items):
-                raise ExportError(f"{path}: size does not match its header; the disk may be full")
-        files.append(fname)
-        if on_shard:
-            on_shard(i, n, path)
+    with MergeThreads():  # no more threads than idle cores (see MergeThreads)
+        for i, items in enumerate(shards, start=1):
+            fname = f"model-{i:05d}-of-{n:05d}.safetensors"
+            path = out_dir / fname
+            with open(path, "wb") as f:
+                f.write(header_bytes(items))
+                writer = _ShardWriter(f, mem.pool)
+                try:
+                    for o in items:
+                        wrote = _produce(writer, o, plan, torch_dtype, stats, mem)
+                        if wrote != o.nbytes:  # the planned header would lie about the data
+                            raise ExportError(f"{path}: wrote {wrote} bytes for {o.name}, planned {o.nbytes}")
+                        weight_map[o.name] = fname
+                        done += wrote
+                        if progress:
+                            progress(done, total)
+                finally:
+                    writer.close()
+                f.flush()
+                os.fsync(f.fileno())
+                if f.tell() != len(header_bytes(items)) + sum(o.nbytes for o in items):
+                    raise ExportError(f"{path}: size does not match its header; the disk may be full")
+            files.append(fname)
+            if on_shard:
+                on_shard(i, n, path)
     del mem
     _release_freed_memory()
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
