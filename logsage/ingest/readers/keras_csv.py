@@ -121,7 +121,7 @@ def _ends_with_newline(path: Path) -> bool:
             if f.tell() == 0:
                 return True
             f.seek(-1, 2)
-            return f.read(1) in (b"\n", b"\r")
+            return f.read(1) == b"\n"  # a CRLF line cut between its \r and \n is not ended either
     except OSError:
         return True
 
