@@ -250,13 +250,13 @@ class History:
         stated = self.stated_max_steps
         if stated is not None:
             return stated
-        last = [s.last_step for s in self.series.values() if len(s)]
+        last = [step for s in self.series.values() if (step := s.last_step) is not None]
         return max(last) if last else None
 
     # ------------------------------------------------------------------ output
     def to_long(self) -> list[tuple[int, str, float]]:
         """Long-form rows (step, metric, value), metrics in source spelling."""
-        rows = []
+        rows: list[tuple[int, str, float]] = []
         for n, s in self.series.items():
             rows.extend(zip(s.steps.tolist(), [n] * len(s), s.values.tolist()))
         return rows
