@@ -98,7 +98,7 @@ def _collect(rows: list[tuple[str, str, int, float | str, float | None]], res: R
     late: dict[str, int] = {}
     for file, tag, step, value, wall in rows:
         after_end = late_call = False
-        # end_step and end_wall are both set exactly when there are summary rows
+        # end_wall is set only when there are summary rows, so end_step is set then too
         if (end_wall is not None and end_step is not None and wall is not None
                 and wall > end_wall and step <= end_step):
             after_end = True
