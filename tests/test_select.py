@@ -220,6 +220,8 @@ def test_select_top_k_reevaluates_with_the_run_eval_set_and_exports_merged(tiny_
     for c in doc["candidates"]:  # the manifest's eval set and settings reproduce the logged eval_loss
         assert abs(c["reevaluated"]["loss"] - c["logged_value"]) <= 1e-3 * abs(c["logged_value"])
         assert c["reevaluated"]["perplexity"] == pytest.approx(math.exp(c["reevaluated"]["loss"]))
+        # the loss-only re-evaluation states its difference from the logged value (lost once behind generation)
+        assert c["difference"] == pytest.approx(c["reevaluated"]["loss"] - c["logged_value"])
     assert doc["selected_step"] == ev["ranking"][0]
     assert doc["differs_from_rule"] == (doc["selected_step"] != doc["rule_step"])
     assert ev["paired_test"] is not None and ev["paired_test"]["n_examples"] == 8
@@ -284,3 +286,21 @@ def test_manifest_eval_data_is_found_from_another_folder(tmp_path, monkeypatch):
     data, warnings = manifest_eval_data(manifest, tmp_path / "run")
     assert warnings == [] and data is not None
     assert data.files == [str(work / "data" / "eval.jsonl")]
+
+
+def test_generation_without_a_loss_reevaluation_reports_the_candidates(real_adapter, tiny_model_dir, tmp_path):
+    """--eval-generate on a run with no eval data: generation results exist, loss results do not; the
+    candidate rows get their generation scores and no loss difference (found by mypy: this crashed)."""
+    from conftest import EXAMPLES_DATA
+
+    run = make_run(tmp_path / "run", EVALS, {s: "ok" for s, _ in EVALS}, real_adapter)
+    res = CliRunner().invoke(cli, [
+        "select", str(run), "--rule", "hf:patience=2", "--top-k", "2", "--base", str(tiny_model_dir),
+        "--eval-generate", str(Path(EXAMPLES_DATA) / "tiny_translate.jsonl"), "--max-new-tokens", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["reevaluation"]["results"] == []
+    rows = {c["step"]: c for c in doc["candidates"]}
+    assert sorted(rows) == [30, 40]
+    for c in rows.values():
+        assert "generated" in c and "difference" not in c

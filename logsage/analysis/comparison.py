@@ -16,7 +16,8 @@ from logsage.analysis.scores import Scores, summary
 def comparison_rows(sc: Scores, specs: list[str], pairs: list[tuple[str, dict]],
                     rows: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
     """One row per (label, candidate index), in the order given, each candidate once."""
-    out, seen = [], set()
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
     for label, c in rows:
         if c in seen:
             for row in out:  # the same rule under another name: say so on the existing row

@@ -175,8 +175,9 @@ def totals(per_decision: Sequence[DecisionCost]) -> list[dict[str, Any]]:
             "params": dict(cs[0].params),
             "n_runs": len(cs),
             "n_priced": len(priced),
-            "hours_saved": sum(c.hours_saved for c in priced) if priced else None,
-            "gpu_hours_saved": sum(c.gpu_hours_saved for c in priced) if priced else None,
+            # (a priced decision has both: decision_cost derives GPU-hours from the hours)
+            "hours_saved": sum(h for c in priced if (h := c.hours_saved) is not None) if priced else None,
+            "gpu_hours_saved": sum(g for c in priced if (g := c.gpu_hours_saved) is not None) if priced else None,
             "money_saved": sum(money) if money else None,
             "median_regret_rel": float(np.median(rel)) if rel else None,
         })

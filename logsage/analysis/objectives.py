@@ -113,6 +113,7 @@ def choose(obj: Objective, eligible: np.ndarray, mean_regret: np.ndarray, p90_re
     # Means reached by different summation orders (a fold's totals minus one run) agree to ~1e-16;
     # rounding makes exact ties ties whichever way they were summed.
     mean_regret, p90_regret, mean_saved = (np.round(a, 12) for a in (mean_regret, p90_regret, mean_saved))
+    keys: tuple[np.ndarray, ...]  # sort keys, the last sorts first
     order = np.arange(eligible.size, dtype=float)
     with np.errstate(invalid="ignore"):
         if obj.kind == "beat-baseline":

@@ -82,7 +82,7 @@ class TuneResult:
     leave_one_run_out: dict[str, Any]
     comparison: list[dict[str, Any]]
     candidates: list[dict[str, Any]]
-    excluded: list[dict[str, str]]
+    excluded: list[dict[str, Any]]  # run, reason (str); "unreadable": True for a run no reader could read
     runs: list[str]
     cost: CostModel
     notes: list[str] = field(default_factory=list)
@@ -108,11 +108,12 @@ class TuneResult:
 
 # ====================================================================== the search
 def _check_runs(histories: Sequence[History], metric: str | None, mode: str | None, min_evals: int
-                ) -> tuple[list[History], list[dict[str, str]]]:
+                ) -> tuple[list[History], list[dict[str, Any]]]:
     """(usable runs, excluded runs with the reason)."""
     from logsage.core.objective import resolve_objective
 
-    keep, excluded = [], []
+    keep: list[History] = []
+    excluded: list[dict[str, Any]] = []
     for h in histories:
         try:
             obj = resolve_objective(h, metric, mode)
@@ -264,7 +265,7 @@ def _figures(sc: Scores, c: int) -> dict[str, Any]:
     from logsage.analysis.scores import summary
 
     n = sc.shape[1]
-    per_run = []
+    per_run: list[dict[str, Any]] = []
     for r in range(n):
         per_run.append({"run": sc.runs[r], "regret": _nan_none(sc.regret[c, r]),
                         "regret_rel": _nan_none(sc.regret_rel[c, r]), "regret_abs": _nan_none(sc.regret_abs[c, r]),

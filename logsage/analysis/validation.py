@@ -65,7 +65,7 @@ def leave_one_out(obj: Objective, sc: Scores, pairs: list[tuple[str, dict]], spe
     """Tune on all runs but one, score the choice on the one left out; for every run."""
     n = sc.shape[1]
     eligible, mean_reg, p90, mean_sav = fold_figures(sc)
-    folds = []
+    folds: list[dict[str, Any]] = []  # one JSON object per run
     for r in range(n):
         c, feasible = choose(obj, eligible[:, r], mean_reg[:, r], p90[:, r], mean_sav[:, r], baseline, n_candidates)
         run = sc.runs[r]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from logsage.cli.output import cache_options, console, emit_json, format_option, json_option, session_option, warn
@@ -34,7 +36,8 @@ def command(paths: tuple[str, ...], fmt: str | None, stitch: bool, session, as_j
     """
     from logsage.ingest import load_histories, load_history, load_sessions, stitch_histories
 
-    opts = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+    opts: dict[str, Any] = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+    errors: list[dict[str, str]]
     if session == "all":  # each training session of each path is its own run
         histories, errors = [h for p in paths for h in load_sessions(p, **opts)], []
     elif len(paths) == 1 or stitch:  # a single run's (or a stitch's) problem is the command's error

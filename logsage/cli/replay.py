@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from logsage.cli.output import (cache_options, console, emit_json, format_option, json_option, markdown_option,
@@ -89,7 +91,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         from logsage.replay.engine import expand_rules, replay
 
         expand_rules(list(rules), parse_grid(grid) or None)
-        opts = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
+        opts: dict[str, Any] = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
         runs = ([h for p in paths for h in load_sessions(p, **opts)] if session == "all"
                 else [load_history(p, session=session, **opts) for p in paths])
         paths = tuple(h.path for h in runs)

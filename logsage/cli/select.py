@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # rich is imported only when a bar is shown
+    from rich.progress import Progress as RichProgress, TaskID
 
 from logsage.cli.evaluate import generation_options, print_generation
 from logsage.cli.output import console, emit_json, json_option, warn
@@ -15,9 +19,9 @@ class _Progress:
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.task = None
-        self.label = None
+        self.bar: RichProgress | None = None
+        self.task: TaskID | None = None
+        self.label: str | None = None
 
     def __call__(self, label: str, done: int, total: int) -> None:
         if self.tty:

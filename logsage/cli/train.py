@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -21,7 +21,7 @@ from logsage.train.config import FIELDS, PRESETS, _type_of, cli_flag, help_with_
 _SPECIAL = {"data", "eval_data", "early_stop", "resume_from_checkpoint", "output"}
 
 
-def _options(f):
+def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     for name in reversed(list(FIELDS)):
         if name in _SPECIAL:
             continue

@@ -294,7 +294,7 @@ class History:
         stated = self.stated_max_steps
         if stated is not None:
             return stated
-        last = [s.last_step for s in self.series.values() if len(s)]
+        last = [step for s in self.series.values() if (step := s.last_step) is not None]
         return max(last) if last else None
 
     # ------------------------------------------------------------------ output

@@ -133,11 +133,11 @@ def read_header(path: str | Path, *, max_header: int = MAX_HEADER_BYTES) -> Head
         entries.append(entry)
     entries.sort(key=lambda e: (e.start, e.end))
     at = data_start
-    for e in entries:
-        if e.start != at:
-            raise SafetensorsError(path, f"malformed header (tensor {e.name!r} starts at byte {e.start - data_start} "
+    for t in entries:
+        if t.start != at:
+            raise SafetensorsError(path, f"malformed header (tensor {t.name!r} starts at byte {t.start - data_start} "
                                          f"of the data, expected {at - data_start}: overlapping or gapped tensors)")
-        at = e.end
+        at = t.end
     if at > size:
         raise SafetensorsError(path, f"cut short ({size} bytes, the header needs {at})")
     if at < size:

@@ -145,7 +145,7 @@ class _Skipped:
         self.by_reason.setdefault(reason, []).append(path)
 
     def cleanups(self) -> list[Cleanup]:
-        out = []
+        out: list[Cleanup] = []
         for reason, paths in self.by_reason.items():
             if len(paths) <= self.LIST_UP_TO:
                 out.extend(Cleanup("skipped_file", f"{self._rel(f)}: {reason}; skipped", file=str(f)) for f in paths)
@@ -509,7 +509,7 @@ def stitch_histories(histories: list[History], *, path: str | None = None) -> Hi
             out.meta[k] = v  # the later segment knows the final budget
         out.summary.update(h.summary)
         out.per_example.update(h.per_example)
-        first = min((s.first_step for s in h.series.values() if len(s)), default=None)
+        first = min((step for s in h.series.values() if (step := s.first_step) is not None), default=None)
         if i:
             overridden = 0
             for name, s in h.series.items():

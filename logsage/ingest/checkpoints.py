@@ -241,6 +241,7 @@ def scan(run_dir: str | os.PathLike) -> Scan:
     conflicts = step_conflicts(ckpt_names)
     for name in ckpt_names:
         step = checkpoint_step(name)
+        assert step is not None  # only names with a step were collected above
         c = inspect_checkpoint(root / name, step)  # paths under the folder as the user gave it
         if step in conflicts:
             c = replace(c, whole=False, problem=conflict_problem(step, conflicts[step]))

@@ -79,7 +79,7 @@ def read_per_example(run_dir: str | os.PathLike) -> dict[int, dict[str, np.ndarr
     for child in children:
         step = checkpoint_step(child.name)
         f = child / FILENAME
-        if step not in conflicts and f.is_file():
+        if step is not None and step not in conflicts and f.is_file():
             out[step] = read_per_example_file(f)
     return dict(sorted(out.items()))
 

@@ -378,6 +378,7 @@ class PointCollector:
         vals: list[float] = []
         ws: list[float] = []
         add_step, add_value = st.append, vals.append
+        v: float | str | None
         for i, (step, c) in enumerate(zip(steps, cells)):
             if not c:
                 continue
@@ -437,6 +438,7 @@ class PointCollector:
         wall = math.nan if wall_time is None else wall_time
         timed = wall == wall
         points = self._points
+        v: float | str | None
         for name, raw in fields:
             t = type(raw)
             if t is float or t is int:

@@ -40,7 +40,7 @@ def _numba_start():
     block = (_startup.SKIP_NUMBA_BLAS_PROBE and "numba.np.arraymath" not in sys.modules
              and _BLAS not in sys.modules)
     if block:
-        sys.modules[_BLAS] = None  # type: ignore[assignment]
+        sys.modules[_BLAS] = None
     try:
         yield
     finally:
@@ -640,10 +640,11 @@ def scan_bytes(buf: np.ndarray) -> RawScan:
     buf = np.ascontiguousarray(buf, dtype=np.uint8)
     # Scalar records written by torch/HF are 50-100 bytes; start near that and grow if needed.
     cap = max(256, buf.size // 40 + 64)
-    p_step = np.empty(cap, np.int64)
-    p_wall = np.empty(cap, np.float64)
-    p_value = np.empty(cap, np.float64)
-    p_tag = np.empty(cap, np.int32)
+    # plain np.ndarray: np.resize below keeps the dtype, but numpy's stubs do not say so
+    p_step: np.ndarray = np.empty(cap, np.int64)
+    p_wall: np.ndarray = np.empty(cap, np.float64)
+    p_value: np.ndarray = np.empty(cap, np.float64)
+    p_tag: np.ndarray = np.empty(cap, np.int32)
     tag_cap = 256
     slots = np.empty(4 * tag_cap, np.int64)
     t_start = np.zeros(tag_cap, np.int64)

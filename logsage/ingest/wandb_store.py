@@ -167,6 +167,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 def fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
     """(field number, value) of one message: an int for varints/fixed, bytes for length-delimited."""
     pos, n = 0, len(buf)
+    value: int | bytes
     while pos < n:
         key, pos = _varint(buf, pos)
         num, wire = key >> 3, key & 7

@@ -88,11 +88,11 @@ def save_cadence_problem(args: Any, state: Any, key: str, mode: str) -> str | No
             return (f"an evaluation every {eval_steps} steps but a save every {save_steps}: some evaluations "
                     "get no checkpoint")
     if args.save_total_limit:
-        best = hf_metric_key(args.metric_for_best_model) if args.metric_for_best_model else None
+        protected = hf_metric_key(args.metric_for_best_model) if args.metric_for_best_model else None
         greater = bool(args.greater_is_better) if args.greater_is_better is not None else False
-        if best != key or greater != (mode == "max"):
+        if protected != key or greater != (mode == "max"):
             return (f"save_total_limit={args.save_total_limit} deletes older checkpoints and only the best by "
-                    f"{best or 'nothing'} ({'max' if greater else 'min'}) is protected, not by {key} ({mode})")
+                    f"{protected or 'nothing'} ({'max' if greater else 'min'}) is protected, not by {key} ({mode})")
     return None
 
 

@@ -379,11 +379,12 @@ def summarize_columns(heads: Sequence[tuple[str, dict[str, Any]]], decidable: np
     n_decided = dec.sum(axis=0).tolist()
     n_stopped = (dec & stopped).sum(axis=0).tolist()
 
-    def per_column(a: np.ndarray, median: bool) -> tuple[list[int], list, list]:
+    def per_column(a: np.ndarray, median: bool) -> tuple[list[int], list[float | None], list[float | None]]:
         valid = dec & ~np.isnan(a)
         counts = valid.sum(axis=0).tolist()
         ordered = np.ascontiguousarray(np.sort(np.where(valid, a, np.nan), axis=0).T)  # NaN sort last
-        means, medians = [], []
+        means: list[float | None] = []
+        medians: list[float | None] = []
         for row, m in zip(ordered, counts):
             if m == 0:
                 means.append(None)

@@ -266,11 +266,11 @@ def _coerce(rule_name: str, p: Param, raw: Any) -> Any:
             v = float(raw) if not isinstance(raw, str) else float(raw.strip())
             return v
         if t is str:
-            v = str(raw)
-            if p.choices and v not in p.choices:
+            text = str(raw)
+            if p.choices and text not in p.choices:
                 raise RuleConfigError(
-                    f"rule {rule_name}: {p.name} must be one of {', '.join(p.choices)}, got {v!r}")
-            return v
+                    f"rule {rule_name}: {p.name} must be one of {', '.join(p.choices)}, got {text!r}")
+            return text
     except RuleConfigError:
         raise
     except (TypeError, ValueError):
@@ -473,6 +473,8 @@ def _load_all() -> None:
         return
     import importlib
 
-    for m in _MODULES or _MODULES.extend(rule_modules()) or _MODULES:
+    if not _MODULES:
+        _MODULES.extend(rule_modules())
+    for m in _MODULES:
         importlib.import_module(f"logsage.rules.{m}")
         _LOADED.append(m)

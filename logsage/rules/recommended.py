@@ -23,7 +23,8 @@ DATA = "recommended_rule.json"
 @lru_cache(maxsize=1)
 def learned() -> dict[str, Any]:
     """The shipped choice: {"rule", "params", "tuned_on", "command", "leave_one_run_out", "in_sample"}."""
-    return json.loads(resources.files("logsage").joinpath("data", DATA).read_text())
+    # one name per joinpath: Traversable.joinpath takes several only from Python 3.11 (we support 3.10)
+    return json.loads(resources.files("logsage").joinpath("data").joinpath(DATA).read_text())
 
 
 def learned_spec() -> str:

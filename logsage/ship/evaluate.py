@@ -65,7 +65,8 @@ class EvalSettings:
         """Settings from a `logsage train` manifest (its config), overridden by explicit values."""
         cfg: dict[str, Any] = {}
         if manifest:
-            cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else manifest
+            config = manifest.get("config")
+            cfg = config if isinstance(config, dict) else manifest
         s = cls()
         s.batch_size = int(batch_size or cfg.get("per_device_eval_batch_size") or s.batch_size)
         s.max_length = int(max_length or cfg.get("max_length") or s.max_length)
@@ -210,7 +211,10 @@ def eval_loss_of(model: Any, examples: list[Any], settings: EvalSettings, pad_id
     """Per-example (loss_sum, n_tokens, batch) of `model` on `examples`."""
     import torch
 
-    ids_out, sums_out, counts_out, batch_out = [], [], [], []
+    ids_out: list[Any] = []  # int or str per example, as the eval set names them
+    sums_out: list[float] = []
+    counts_out: list[int] = []
+    batch_out: list[int] = []
     model.eval()
     with torch.inference_mode():
         for b, batch in enumerate(_batches(examples, settings.batch_size)):
@@ -224,7 +228,7 @@ def eval_loss_of(model: Any, examples: list[Any], settings: EvalSettings, pad_id
             if tick:
                 tick()
     ids_arr = np.asarray(ids_out) if ids_out and all(isinstance(i, int) for i in ids_out) else np.asarray(
-        [str(i) for i in ids_out], dtype=object)
+        [str(i) for i in ids_out], dtype=np.object_)
     return {"id": ids_arr, "loss_sum": np.asarray(sums_out, dtype=np.float64),
             "n_tokens": np.asarray(counts_out, dtype=np.int64), "batch": np.asarray(batch_out, dtype=np.int64)}
 
@@ -303,6 +307,8 @@ def iter_candidate_models(items: Sequence[tuple[int, Path, str]], base_dir: Path
     """
     adapters = [(s, p) for s, p, k in items if k == "adapter"]
     if adapters:
+        if base_dir is None:
+            raise CheckpointError(f"{adapters[0][1]}: an adapter needs its base model; pass --base")
         from peft import PeftModel
 
         t0 = time.perf_counter()
@@ -322,7 +328,8 @@ def iter_candidate_models(items: Sequence[tuple[int, Path, str]], base_dir: Path
                 else:
                     model.load_adapter(src, adapter_name=name, is_trainable=False)
                     model.set_adapter(name)
-                    model.delete_adapter(previous)  # keep one adapter in memory, however many candidates
+                    if previous is not None:  # (always, once a model exists)
+                        model.delete_adapter(previous)  # keep one adapter in memory, however many candidates
             except (OSError, ValueError, RuntimeError, KeyError) as e:
                 first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
                 raise CheckpointError(f"{path}: the adapter does not load onto {base_dir} ({first}); "

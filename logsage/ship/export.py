@@ -378,6 +378,7 @@ def _export(checkpoint: Path, out: Path, *, kind: str, base: Path | None, merge:
         verification: dict[str, Any] = {}
         out_dtype = None
         if merge:
+            assert base is not None  # a merge without a base was refused above
             from logsage.ship.evaluate import safe_adapter_dir
 
             with_work = tmp / ".work"  # a pickle adapter (--allow-pickle) is rewritten as safetensors here

@@ -120,6 +120,8 @@ def _user_function(spec: str) -> Callable[[str, str], Any]:
         if not path.is_file():
             raise UsageError(f"--gen-metric {spec}: no such file {module_name}; give the scorer's file or module")
         loader_spec = importlib.util.spec_from_file_location(f"logsage_user_metric_{path.stem}", path)
+        if loader_spec is None or loader_spec.loader is None:  # (a .py file always gets a source loader)
+            raise UsageError(f"--gen-metric {spec}: {module_name} cannot be imported as a Python module")
         module = importlib.util.module_from_spec(loader_spec)
         try:
             loader_spec.loader.exec_module(module)

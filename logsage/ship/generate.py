@@ -41,6 +41,7 @@ import numpy as np
 
 from logsage.core.errors import DataError, LogsageError, UsageError
 from logsage.ship.gen_metrics import DEFAULT_SEED, Metric, paired_metric_test, resolve_metric
+from logsage.ship.runfacts import dict_field
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_GEN_BATCH_SIZE = 8
@@ -192,7 +193,7 @@ class GenerationTask:
     data_format: str = "auto"
     seed: int = DEFAULT_SEED
     prompts: list[Prompt] = field(default_factory=list, init=False)
-    metric: Metric | None = field(default=None, init=False)
+    metric: Metric = field(init=False)  # resolved from metric_name in __post_init__
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -238,9 +239,10 @@ def summarize(task: GenerationTask, gens: Sequence[CandidateGeneration], *, orde
     ranked = sorted(gens, key=lambda g: (-g.mean, _loss_key(loss, g.step), position.get(g.step, 0)))
     best = ranked[0]
     metric = task.metric
-    results, tests = [], []
+    results: list[dict[str, Any]] = []
+    tests: list[dict[str, Any]] = []
     for rank, g in enumerate(ranked, start=1):
-        row = {"step": g.step, "mean": g.mean, "rank": rank, "n_prompts": int(g.scores.size),
+        row: dict[str, Any] = {"step": g.step, "mean": g.mean, "rank": rank, "n_prompts": int(g.scores.size),
                "new_tokens": g.new_tokens, "seconds": g.seconds}
         if g is not best:
             t = paired_metric_test(best.scores, g.scores, binary=metric.binary, seed=task.seed)
@@ -336,7 +338,7 @@ def split_generations(evaluation: dict[str, Any]) -> tuple[dict[str, Any], list[
 def generation_task(files: Sequence[str], metric: str | None, max_new_tokens: int | None,
                     manifest: dict[str, Any] | None, batch_size: int | None) -> GenerationTask:
     """A GenerationTask with the run's data format and eval batch size (a `logsage train` manifest's) as defaults."""
-    cfg = (manifest or {}).get("config") if isinstance((manifest or {}).get("config"), dict) else {}
+    cfg = dict_field(manifest, "config")
     return GenerationTask(files=[str(f) for f in files], metric_name=metric or "exact",
                           max_new_tokens=int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS),
                           batch_size=int(batch_size or cfg.get("per_device_eval_batch_size") or DEFAULT_GEN_BATCH_SIZE),

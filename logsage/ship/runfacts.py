@@ -11,6 +11,12 @@ from logsage.core.runfolder import RUN_MANIFEST
 
 
 # ====================================================================== run facts
+def dict_field(obj: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """``obj[key]`` when it is a JSON object, else an empty one (a manifest written by another version)."""
+    value = (obj or {}).get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The `logsage train` manifest of a run folder (RUN/logsage_run.json), or None when there is none.
 
@@ -37,8 +43,7 @@ def manifest_base(manifest: dict[str, Any] | None) -> str | None:
         return model.get("path") or model.get("name")
     if isinstance(model, str):
         return model
-    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    return cfg.get("model")
+    return dict_field(manifest, "config").get("model")
 
 
 def _data_path(f: str, run_dir: Path, abs_path: str | None = None) -> str:
@@ -67,8 +72,8 @@ def manifest_eval_data(manifest: dict[str, Any] | None, run_dir: Path) -> tuple[
     from logsage.ship.evaluate import EvalData
     from logsage.ship.export import sha256_file
 
-    cfg = manifest["config"]
-    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    cfg = dict_field(manifest, "config")
+    data = dict_field(manifest, "data")
     warnings: list[str] = []
     recorded = {e.get("path"): e.get("sha256") for e in (data.get("train") or []) + (data.get("eval") or [])
                 if isinstance(e, dict)}

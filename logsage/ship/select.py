@@ -207,12 +207,13 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
         if top_k > len(ranked):
             notes.append(f"--top-k {top_k}: only {len(ranked)} usable checkpoint(s) with a logged "
                          f"{objective.metric}")
-    candidates = [
-        Candidate(step=c.step, path=c.path, kind=c.kind, logged_value=value_at.get(c.step),
-                  logged_rank=rank_of.get(c.step, 0), rule_pick=c.step == rule_step,
-                  pickle=history.checkpoint_at(c.step).pickle)
-        for c in chosen
-    ]
+    candidates: list[Candidate] = []
+    for c in chosen:
+        original = history.checkpoint_at(c.step)
+        assert original is not None  # `chosen` comes from a copy of this very inventory
+        candidates.append(Candidate(step=c.step, path=c.path, kind=c.kind, logged_value=value_at.get(c.step),
+                                    logged_rank=rank_of.get(c.step, 0), rule_pick=c.step == rule_step,
+                                    pickle=original.pickle))
     return Selection(run=history.path, rule=decision.rule, params=decision.params, metric=objective.metric,
                      mode=objective.mode, decision=decision, rule_step=rule_step, candidates=candidates,
                      notes=notes, excluded=excluded)
@@ -253,15 +254,15 @@ class SelectResult:
             if r is not None:
                 d["reevaluated"] = {k: r.get(k) for k in ("loss", "perplexity", "n_examples", "n_tokens", "seconds")}
                 d["reevaluated_rank"] = r.get("rank")
+                if c.logged_value is not None and r.get("loss") is not None and _is_loss(sel.metric):
+                    d["difference"] = r["loss"] - c.logged_value
+                    d["relative_difference"] = (r["loss"] - c.logged_value) / abs(c.logged_value) \
+                        if c.logged_value else None
             if self.evaluation and self.evaluation.get("ranking") and c.step in self.evaluation["ranking"]:
                 d["reevaluated_rank"] = self.evaluation["ranking"].index(c.step) + 1  # under the objective
             g = gen.get(c.step)
             if g is not None:
                 d["generated"] = g
-                if c.logged_value is not None and r.get("loss") is not None and _is_loss(sel.metric):
-                    d["difference"] = r["loss"] - c.logged_value
-                    d["relative_difference"] = (r["loss"] - c.logged_value) / abs(c.logged_value) \
-                        if c.logged_value else None
             candidates.append(d)
         return json_safe({
             "run": sel.run,

@@ -35,7 +35,7 @@ DEVICES = ("auto", "cpu")
 def _f(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field with its help text (shown by --help and in docs/train.md)."""
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **meta})
+        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})  # a fresh copy each
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -380,7 +380,12 @@ def cli_flag(name: str) -> str:
 def help_with_default(name: str) -> str:
     """The help text of a field with its default, for --help and docs/train.md."""
     f = FIELDS[name]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:  # every TrainConfig field is made by _f, with a default
+        raise TypeError(f"TrainConfig.{name} has no default")
     text = f.metadata.get("help", "")
     if isinstance(default, bool):
         return text + (" [default: on]" if default else " [default: off]")

@@ -27,6 +27,7 @@ here imports torch.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def _iter_json_array(text: str, file: str) -> Iterator[tuple[int, Any]]:
         raise DataError(f"{file}:{line}: expected ',' or ']' between records; fix the JSON array")
 
 
-def read_records(path: str | Path) -> list[tuple[int, Any]]:
+def read_records(path: str | os.PathLike) -> list[tuple[int, Any]]:
     """(line number, parsed record) for every record of a JSONL file or a JSON array file."""
     p = Path(path)
     file = str(path)

@@ -94,7 +94,7 @@ def _gather_rows(rows: list[tuple]) -> list[tuple]:
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, rows)
     # Rank order within a step: the Trainer gathers rank 0's batch first.
-    merged = []
+    merged: list[tuple[Any, ...]] = []  # (batch, rank, id, loss sum, tokens)
     for rank, part in enumerate(parts):
         merged.extend((b, rank, i, s, n) for b, i, s, n in part)
     merged.sort()

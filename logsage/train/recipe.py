@@ -333,17 +333,17 @@ def _load_model(cfg: TrainConfig, model_path: str, local: bool):
     from peft import LoraConfig, TaskType, get_peft_model
 
     target: str | list[str] = cfg.target_modules
-    if target != "all-linear":
-        target = [t.strip() for t in target.split(",") if t.strip()]
+    if cfg.target_modules != "all-linear":
+        target = [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
     lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                       lora_dropout=cfg.lora_dropout, target_modules=target, use_rslora=cfg.use_rslora,
                       use_dora=cfg.use_dora, bias="none")
     try:
         with _no_checkpointing_deprecation():
-            model = get_peft_model(model, lora)
+            peft_model = get_peft_model(model, lora)
     except ValueError as e:
         raise UsageError(f"--target-modules {cfg.target_modules}: {_first_line(e)}") from None
-    return model, commit
+    return peft_model, commit
 
 
 @contextlib.contextmanager

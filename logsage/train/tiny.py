@@ -169,7 +169,9 @@ def build_tiny_model(
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
-        rope_theta=1000000.0,
+        # transformers 5 types this as rope_parameters={"rope_theta": ...} but still accepts (and converts)
+        # the flat kwarg, which transformers 4.x needs
+        rope_theta=1000000.0,  # type: ignore[call-arg]
         tie_word_embeddings=False,  # as Qwen2.5-7B: a separate lm_head
         use_sliding_window=False,
         bos_token_id=pad_id,

@@ -188,14 +188,14 @@ def read_json_text(path: Path) -> str:
 
 
 def series_from_columns(
-    columns: dict[str, tuple[list[int], list[float]]],
+    columns: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
     file: str,
     format: str,
     precision: str,
     wall_times: dict[str, list[float]] | None = None,
 ) -> tuple[list[Series], list[Cleanup]]:
-    """Turn per-metric point lists (in write order) into Series, recording duplicates and non-finite values."""
+    """Turn per-metric point arrays (steps, values; in write order) into Series, recording duplicates and non-finite values."""
     out: list[Series] = []
     cleanups: list[Cleanup] = []
     for name, (steps, values) in columns.items():

@@ -139,7 +139,7 @@ def _read_metric(p: Path, name: str, points: PointCollector, res: ReadResult) ->
         ts = to_float(parts[0]) if len(parts) == width else None
         value = to_float(parts[1]) if ts is not None else None
         step = _int(parts[2]) if width == 3 and value is not None else 0
-        if value is not None and step is not None:
+        if ts is not None and value is not None and step is not None:  # (a value is read only after a timestamp)
             points.add(name, step, value, file=file, wall_time=ts / 1000.0)
             continue
         if n == len(lines) - 1 and not text.endswith("\n"):

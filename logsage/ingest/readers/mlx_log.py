@@ -53,11 +53,11 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
             m = _LINE.match(text)
             if m is None:
                 continue
-            fields = []
+            fields: list[tuple[str, float]] = []
             for part in m[2].split(", "):
                 f = _FIELD.match(part.strip())
                 if f is None:
-                    fields = None
+                    fields = []  # one part that is not "Name value" makes the whole line unreadable
                     break
                 name = re.sub(r"\s+", "_", f[1].strip()).lower()
                 fields.append((name, float(f[2])))

@@ -76,7 +76,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                 raise IngestError(f"{path}:{lineno}: step {cells[step_col]!r} is not an integer; "
                                   "repair that row and read it again")
             wall = cell_value(cells[wall_col]) if wall_col is not None else None
-            tag = fixed_tag if fixed_tag is not None else cells[tag_col].strip()
+            tag = fixed_tag if tag_col is None else cells[tag_col].strip()  # fixed_tag is set iff there is no tag column
             value = cell_value(cells[value_col])
             if not tag or value is None:  # one row is one scalar: a row without one is counted, not lost
                 blank[file] = blank.get(file, 0) + 1
@@ -97,12 +97,17 @@ def _collect(rows: list[tuple[str, str, int, float | str, float | None]], res: R
     points = PointCollector(format=FORMAT, precision=PRECISION)
     late: dict[str, int] = {}
     for file, tag, step, value, wall in rows:
-        after_end = end_wall is not None and wall is not None and wall > end_wall and step <= end_step
+        after_end = late_call = False
+        # end_wall is set only when there are summary rows, so end_step is set then too
+        if (end_wall is not None and end_step is not None and wall is not None
+                and wall > end_wall and step <= end_step):
+            after_end = True
+            # Scalars of the summary's own log call (its train/epoch) come microseconds after it.
+            late_call = wall > end_wall + _SAME_LOG_CALL_S
         if after_end or tag in summary_tags:
             if isinstance(value, float):
                 res.summary[tag] = value
-            # Scalars of the summary's own log call (its train/epoch) come microseconds after it.
-            if after_end and wall > end_wall + _SAME_LOG_CALL_S:
+            if late_call:
                 late[file] = late.get(file, 0) + 1
             continue
         if isinstance(value, float):
@@ -110,6 +115,7 @@ def _collect(rows: list[tuple[str, str, int, float | str, float | None]], res: R
         else:  # text where a number belongs
             points.ignore(tag, file=file, example=value)
     for file, n in late.items():
+        assert end_step is not None  # a record is late only after the summary's step
         res.cleanups.append(post_training_eval_cleanup(file, n, end_step))
     if "train/train_runtime" in res.summary and math.isfinite(res.summary["train/train_runtime"]):
         res.meta["train_runtime"] = res.summary["train/train_runtime"]

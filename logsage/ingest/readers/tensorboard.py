@@ -151,7 +151,8 @@ class FileScan:
         kw = {k: meta[k] for k in cls._FIELDS}
         for k in ("first_wall_time", "last_wall_time"):
             kw[k] = math.nan if kw[k] is None else float(kw[k])
-        scan = cls(path=path, **kw, **{k: arrays[k] for k in cls._ARRAYS}, cached=True)
+        array_kw: dict[str, Any] = {k: arrays[k] for k in cls._ARRAYS}
+        scan = cls(path=path, **kw, **array_kw, cached=True)
         n = scan.steps.size
         if (scan.offsets.size != len(scan.tags) + 1 or scan.offsets[-1] != n or scan.values.size != n
                 or scan.wall_times.size != n or scan.tag_is_double.size != len(scan.tags)):
@@ -188,7 +189,7 @@ def _parse(path: Path, size: int) -> FileScan:
     order = np.argsort(ids, kind="stable")
     del ids
     counts = np.bincount(raw.tag_ids, minlength=n_tags)
-    raw.tag_ids = None
+    raw.tag_ids = np.empty(0, np.int32)  # release the raw ids (nothing reads them after this), keeping the type
     keep = np.flatnonzero(counts)  # text/hparams tags hold no scalar point
     offsets = np.zeros(keep.size + 1, dtype=np.int64)
     np.cumsum(counts[keep], out=offsets[1:])

@@ -54,11 +54,11 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                 if text.strip():
                     bad.append(lineno)
                 continue
-            fields = []
+            fields: list[tuple[str, str]] = []
             for token in m[2].split():
                 name, sep, value = token.rpartition(":")
                 if not sep or not name:
-                    fields = None
+                    fields = []  # one token that is not name:value makes the whole line unreadable
                     break
                 t = _TENSOR.match(value)
                 fields.append((name, t[1] if t else value))

@@ -231,6 +231,7 @@ class _Collector:
         # order, so their values, chained, are a row-major matrix (when they are all numbers).
         # np.fromiter is the fastest converter measured here, but it reads None (JSON null) as NaN:
         # a matrix with any NaN goes the exact way below, which tells null from NaN.
+        flat: np.ndarray | None
         try:
             flat = np.fromiter(chain.from_iterable(map(dict.values, recs)), dtype=np.float64,
                                count=len(recs) * len(keys))
@@ -247,6 +248,7 @@ class _Collector:
         for k in keys:
             if k == "step":
                 continue
+            values: np.ndarray | None
             try:
                 values = np.frombuffer(array("d", map(itemgetter(k), recs)), dtype=np.float64)
             except (TypeError, OverflowError):
@@ -262,8 +264,10 @@ class _Collector:
         """A column whose only non-numbers are "NaN"/"Infinity"/"-Infinity" (the decoder quotes the
         bare tokens; `to_float` reads them so), converted at once; None for any other value."""
         q = QUOTED_NON_FINITE
+        # Any: a value that is not a number is left in for array() to reject (TypeError below)
+        numbers: list[Any] = [q.get(v, v) if type(v) is str else v for v in col]
         try:
-            return np.frombuffer(array("d", [q.get(v, v) if type(v) is str else v for v in col]), dtype=np.float64)
+            return np.frombuffer(array("d", numbers), dtype=np.float64)
         except (TypeError, OverflowError):
             return None
 
@@ -309,9 +313,10 @@ def _group_by_shape(history: list) -> tuple[dict[tuple[str, ...], list[int]], in
             continue
         key = tuple(rec)
         if key != prev:
-            group = shapes.get(key)
-            if group is None:
-                group = shapes[key] = []
+            known = shapes.get(key)
+            if known is None:
+                known = shapes[key] = []
+            group = known
             prev = key
         group.append(i)
     return shapes, not_objects

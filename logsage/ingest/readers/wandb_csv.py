@@ -126,7 +126,7 @@ def _read_history(path, table, points: PointCollector, res: ReadResult) -> None:
         res.meta["wall_time_origin"] = "run_start"  # _runtime: seconds since the run started, not the epoch
     skip = {step_col, wall_col, runtime_col} | {find_column(header, (c,)) for c in _INTERNAL}
     metric_cols = [(i, h) for i, h in enumerate(header) if i not in skip and h]
-    unnamed = unnamed_cleanup(table, file=file, skip=skip - {None})
+    unnamed = unnamed_cleanup(table, file=file, skip={i for i in skip if i is not None})
     if unnamed is not None:
         res.cleanups.append(unnamed)
     summary_cols = [i for i, h in metric_cols if is_hf_summary_tag(h)]
@@ -165,7 +165,7 @@ def _read_history(path, table, points: PointCollector, res: ReadResult) -> None:
     if no_step:
         res.cleanups.append(Cleanup("dropped_record", f"{no_step} row(s) without {step_name} skipped",
                                     file=file, count=no_step))
-    if late:
+    if late and end_step is not None:  # records are late only after an end step was seen
         res.cleanups.append(post_training_eval_cleanup(file, late, end_step))
     if "train/train_runtime" in res.summary:
         res.meta["train_runtime"] = res.summary["train/train_runtime"]

@@ -86,6 +86,8 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | Non
         for offset, record in store.scan(data, damage):
             try:
                 kind, payload = store.record_kind(record)
+                if payload is None:  # kind "other": nothing logsage reads
+                    continue
                 if kind == "history":
                     rows.append(store.history_row(payload))
                 elif kind == "summary":
@@ -108,9 +110,9 @@ def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | Non
     _report_damage(path, data, damage, bad_messages, len(rows), res)
     _add_rows(path, rows, metrics, points, res, train_end)
     for key, text in summary.items():
-        v = _number(_value(text))
-        if v is not None and not key.startswith("_"):
-            res.summary[key] = v
+        number = _number(_value(text))
+        if number is not None and not key.startswith("_"):
+            res.summary[key] = number
     for key in ("train/train_runtime", "train_runtime"):
         if key in res.summary:
             res.meta["train_runtime"] = res.summary[key]
@@ -199,7 +201,7 @@ def _add_rows(path: Path, rows: list[store.HistoryRow], metrics: list[store.Metr
             if v is None:
                 points.ignore(key, file=file, example=value)
                 continue
-            if summary_row or (eval_row and step <= end_step):
+            if summary_row or (eval_row and end_step is not None and step <= end_step):  # (eval_row implies end_step)
                 res.summary[key] = v
                 late_row = late_row or not summary_row
                 continue

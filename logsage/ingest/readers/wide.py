@@ -169,7 +169,7 @@ def _count(file: str, no_step: int, late: int, end_step: int | None, res: ReadRe
     if no_step:
         res.cleanups.append(Cleanup("dropped_record", f"{no_step} record(s) without a step skipped",
                                     file=file, count=no_step))
-    if late:
+    if late and end_step is not None:  # records are late only after an end step was seen
         res.cleanups.append(post_training_eval_cleanup(file, late, end_step))
 
 

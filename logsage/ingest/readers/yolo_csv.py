@@ -133,11 +133,12 @@ def _add_fitness(columns: dict[str, list[str]], steps: list[int], points: PointC
     missing = 0
     for r in range(len(steps)):
         cells = [cell_value(columns[c][r]) for _, c in terms]
-        if any(not isinstance(v, float) for v in cells):
+        numbers = [v for v in cells if isinstance(v, float)]
+        if len(numbers) != len(cells):
             values.append("")
             missing += 1
             continue
-        total = math.fsum(w * v for (w, _), v in zip(terms, cells))
+        total = math.fsum(w * v for (w, _), v in zip(terms, numbers))
         values.append(repr(total))
     points.name_as("fitness", canonical="eval_fitness", kind="eval")
     points.add_column("fitness", steps, values, file=file)
