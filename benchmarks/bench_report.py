@@ -83,7 +83,7 @@ def best_of(fn, repeat: int) -> tuple[float, float]:
 
 
 def bench_case(name: str, histories: list[History], tmp: Path, repeat: int) -> dict:
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
     from logsage.report.html import DEFAULT_REPORT_RULES, build_report, report_runs
 
     rules = DEFAULT_REPORT_RULES

@@ -1,5 +1,5 @@
 """Benchmark: the vectorized sweep engine vs the per-evaluation reference scans, on a big grid,
-both engine-only and end to end through `logsage.replay.engine.replay`.
+both engine-only and end to end through `logsage.decide.engine.replay`.
 
 The sweep of the issue: the `patience` (no-improvement, absolute min_delta) and `hf`
 (threshold = min_delta) rules over 1,000 (patience, min_delta) pairs - patience
@@ -10,7 +10,7 @@ per rule.
 
 Engine only (stop and best indices):
 
-* the sweep engine in this process (`logsage.replay.sweep.sweep_indices`; best of --repeat,
+* the sweep engine in this process (`logsage.decide.sweep.sweep_indices`; best of --repeat,
   the first call reported too);
 * the reference: each rule's own scan from `logsage.rules` called for every
   (run, parameter set) in Python;
@@ -52,9 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from logsage.replay import sweep  # noqa: E402
+from logsage.decide import sweep  # noqa: E402
 from logsage.core.history import History, Series  # noqa: E402
-from logsage.replay.engine import replay  # noqa: E402
+from logsage.decide.engine import replay  # noqa: E402
 from logsage.rules import RuleInput, get_rule, resolve_params  # noqa: E402
 
 PATIENCES = np.arange(1, 21)

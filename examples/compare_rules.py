@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from logsage.ingest import load_histories
-from logsage.replay.engine import replay
+from logsage.decide.engine import replay
 from logsage.rules import rule_spec
 
 RULES = [

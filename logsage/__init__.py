@@ -42,12 +42,12 @@ _LAZY = {
     "get_rule": "logsage.rules.base",
     "list_rules": "logsage.rules.base",
     # replay
-    "Decision": "logsage.replay.engine",
-    "ReplayResult": "logsage.replay.engine",
-    "decide_values": "logsage.replay.engine",
-    "expand_rules": "logsage.replay.engine",
-    "replay": "logsage.replay.engine",
-    "replay_paths": "logsage.replay.engine",
+    "Decision": "logsage.decide.engine",
+    "ReplayResult": "logsage.decide.engine",
+    "decide_values": "logsage.decide.engine",
+    "expand_rules": "logsage.decide.engine",
+    "replay": "logsage.decide.engine",
+    "replay_paths": "logsage.decide.engine",
     # analysis
     "TuneResult": "logsage.analysis.tune",
     "tune": "logsage.analysis.tune",

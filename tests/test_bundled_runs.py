@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import logsage
-from logsage.replay.engine import replay
+from logsage.decide.engine import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "examples" / "runs"

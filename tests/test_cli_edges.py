@@ -83,7 +83,7 @@ def test_adaptive_budget_is_only_the_stated_one(tmp_path):
     # Without max_steps in the log, adaptive cannot know the progress: it must say so
     # rather than take the last logged step (which a later evaluation would change).
     import logsage
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     state = json.loads((Path(WHISPER) / "trainer_state.json").read_text())
     state.pop("max_steps")

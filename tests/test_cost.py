@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from logsage.analysis.cost import CostModel, cost_report, costs, decision_cost, run_hours, time_source, totals
 from logsage.core.errors import UsageError
 from logsage.core.history import History, Series
-from logsage.replay.engine import replay
+from logsage.decide.engine import replay
 from corpus import REAL_RUNS, needs_corpus
 
 REAL = REAL_RUNS

@@ -46,7 +46,7 @@ def test_history_long_and_wide(runs):
 
 
 def test_replay_frames_match_the_decisions(runs):
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     result = replay(runs, ["hf:patience=3", "gl"])
     df = result.to_pandas()
@@ -61,7 +61,7 @@ def test_replay_frames_match_the_decisions(runs):
 
 def test_tune_frames(runs):
     from logsage.analysis.tune import tune
-    from logsage.replay.frames import tune_frame
+    from logsage.decide.frames import tune_frame
 
     result = tune(runs, metric="eval_loss")
     doc = result.to_dict()
@@ -116,7 +116,7 @@ def test_markdown_and_json_are_exclusive():
 
 
 def test_pandas_is_not_imported_by_replay_or_tune():
-    code = ("import sys; from logsage.replay.engine import replay; from logsage.analysis.tune import tune; "
-            "import logsage.replay.frames, logsage.report.markdown; print('pandas' in sys.modules)")
+    code = ("import sys; from logsage.decide.engine import replay; from logsage.analysis.tune import tune; "
+            "import logsage.decide.frames, logsage.report.markdown; print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "False", out.stderr

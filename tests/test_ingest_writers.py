@@ -130,7 +130,7 @@ def test_keras_na_cells_are_missing(tmp_path):
 def test_keras_steps_count_epochs_so_savings_use_the_epochs_logged(tmp_path):
     # 4 epochs (0..3 as written) are steps 1..4; Keras (patience 0) stops after the 3rd epoch
     # (index 2, .95 does not beat .9): 1 of 4 epochs saved, not 1 of 3.
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     f = tmp_path / "training.log"
     f.write_bytes(b"epoch,loss,val_loss\r\n0,1.2,1.0\r\n1,1.0,0.9\r\n2,0.9,0.95\r\n3,0.8,0.8\r\n")

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logsage.replay import sweep
+from logsage.decide import sweep
 from logsage.core.history import Checkpoint, History, Series
-from logsage.replay.engine import decide_values, not_before, replay, run_rule
+from logsage.decide.engine import decide_values, not_before, replay, run_rule
 from logsage.rules import RuleInput, get_rule, list_rules, parse_rule_spec, resolve_params
 
 SPECIAL = [math.nan, math.inf, -math.inf]

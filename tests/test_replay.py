@@ -16,7 +16,7 @@ import pytest
 
 from logsage.core.errors import RuleConfigError, UsageError
 from logsage.core.history import Checkpoint, History, Series
-from logsage.replay.engine import Decision, decide_values, expand_rules, not_before, replay, replay_paths
+from logsage.decide.engine import Decision, decide_values, expand_rules, not_before, replay, replay_paths
 from corpus import REAL_RUNS, needs_corpus, run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from logsage.core.history import History, Series
-from logsage.replay.engine import replay
-from logsage.replay.result import Decisions
+from logsage.decide.engine import replay
+from logsage.decide.result import Decisions
 
 
 def _histories(n: int = 12) -> list[History]:

@@ -2,9 +2,9 @@
 reference path's decisions field for field, reasons and notes included, and the same summary.
 
 `replay(..., engine="scan")` is the reference: every rule's own per-evaluation scan and the
-per-decision scorer (`logsage.replay.engine._score`), one (run, parameter set) at a time.
-`engine="sweep"` (and "auto" for big grids) takes `logsage.replay.sweep.batch_outcomes` over all
-runs and `logsage.replay.engine._score_many` per run and rule; "auto" with few parameter sets runs
+per-decision scorer (`logsage.decide.engine._score`), one (run, parameter set) at a time.
+`engine="sweep"` (and "auto" for big grids) takes `logsage.decide.sweep.batch_outcomes` over all
+runs and `logsage.decide.engine._score_many` per run and rule; "auto" with few parameter sets runs
 the rules' scans but still scores through `_score_many`.
 """
 
@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logsage.replay import scoring
+from logsage.decide import scoring
 from logsage.core.history import Checkpoint, History, Series
-from logsage.replay.engine import Decision, replay
+from logsage.decide.engine import Decision, replay
 from corpus import REAL_RUNS, needs_corpus, run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +168,7 @@ def test_random_histories_every_rule_and_modes(seed):
 
 @needs_corpus
 def test_replay_paths_keeps_unreadable_runs_in_place(tmp_path):
-    from logsage.replay.engine import replay_paths
+    from logsage.decide.engine import replay_paths
 
     paths = [str(REAL[0]), str(tmp_path / "missing"), str(REAL[1])]
     grid = {"patience": [1, 2, 3, 4]}

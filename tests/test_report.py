@@ -99,7 +99,7 @@ def test_run_section_shows_decisions_and_checkpoint_inventory():
     assert "adapter_model.safetensors is truncated" in section  # the broken checkpoint, named
     assert "evaluations without a checkpoint" in section
     assert 'class="ck-broken"' in section and 'class="ck-whole"' in section
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     d = replay([h], ["hf:patience=2"]).decisions[0]
     assert f"<td class=\"num\" data-v=\"{d.stop_step}\">{d.stop_step}</td>" in section
@@ -240,7 +240,7 @@ def test_decisions_table_has_gpu_hours_and_money_per_run():
     runs = [_run("runs/a", 0, n=30), _run("runs/b", 1, n=30)]
     model = CostModel(gpus=8, gpu_hour_cost=2.5, run_hours=10.0)
     report = report_runs(runs, rules=RULES, cost=model)
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     expected = costs(replay(runs, RULES).decisions, runs, model)
     for i, h in enumerate(runs):
@@ -348,7 +348,7 @@ def test_report_fits_a_1280px_window_with_every_label_inside_its_chart(tmp_path)
 
 
 def test_run_png_legend_names_coinciding_stops_the_ring_and_the_checkpoint_ticks(tmp_path):
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
     from logsage.report.figures import rule_colors, run_figure, same_stops
     from logsage.rules.base import rule_spec
     from logsage.report.png import Canvas as _Canvas, png_run, pyplot as _pyplot
@@ -379,8 +379,8 @@ def test_html_legend_names_rules_whose_stop_lines_coincide():
 
 
 def test_build_report_renders_the_results_it_is_given_without_replaying(monkeypatch):
-    from logsage.replay import engine
-    from logsage.replay.engine import replay
+    from logsage.decide import engine
+    from logsage.decide.engine import replay
 
     runs = [_run("runs/a", 0, n=30), _run("runs/b", 1, n=30)]
     result = replay(runs, RULES)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logsage.replay import scoring  # ---------------------------------------------------------------------- per decision
+from logsage.decide import scoring  # ---------------------------------------------------------------------- per decision
 def test_hindsight_best_is_earliest_finite_minimum():
     v = np.array([math.nan, 0.5, -math.inf, 0.2, 0.2, math.inf])
     # -inf is not finite: never a best. The two 0.2 tie: the earlier wins.

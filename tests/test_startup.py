@@ -25,7 +25,7 @@ def test_replay_scores_without_scipy_until_a_decision_is_read():
     got = _py(f"""
 import json, sys
 from logsage.ingest import load_history
-from logsage.replay.engine import replay
+from logsage.decide.engine import replay
 r = replay([load_history({str(RUN)!r}, use_cache=False)], ["hf"], grid={{"patience": [1, 2, 3, 4, 5]}})
 before = sorted(m for m in sys.modules if m.split(".")[0] == "scipy")
 stops = r.stops().tolist(); summary = len(r.summary)

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from logsage.replay import sweep
-from logsage.replay.engine import not_before, run_rule
+from logsage.decide import sweep
+from logsage.decide.engine import not_before, run_rule
 from logsage.rules import RuleInput, get_rule, resolve_params
 
 NAN, INF = math.nan, math.inf
@@ -112,7 +112,7 @@ def test_supports_and_unknown_rule():
 
 
 def test_replay_switches_to_the_sweep_for_large_grids(monkeypatch):
-    from logsage.replay import engine as replay_mod
+    from logsage.decide import engine as replay_mod
     from logsage.core.history import History, Series
 
     calls = []

@@ -30,7 +30,7 @@ def _control():
 
 
 def test_stops_exactly_at_the_offline_stop_and_saves_it():
-    from logsage.replay.engine import decide_values
+    from logsage.decide.engine import decide_values
     from logsage.integrations.hf import LogsageCallback
 
     values = [1.0, 0.9, 0.8, 0.85, 0.84, 0.83, 0.7]
@@ -76,7 +76,7 @@ def test_a_rule_that_had_already_fired_stops_at_once_and_says_so():
 
 
 def test_budget_and_train_loss_reach_the_rules():
-    from logsage.replay.engine import decide_values
+    from logsage.decide.engine import decide_values
     from logsage.integrations.hf import LogsageCallback
 
     values = list(np.linspace(1.0, 0.5, 12)) + [0.55, 0.56, 0.57, 0.58, 0.59, 0.6, 0.61, 0.62]
@@ -100,7 +100,7 @@ def test_budget_and_train_loss_reach_the_rules():
 
 
 def test_bad_rules_fail_before_training():
-    from logsage.replay.live import parse_live_rules
+    from logsage.decide.live import parse_live_rules
 
     with pytest.raises(RuleConfigError, match="unknown rule 'hff'"):
         parse_live_rules(["hff:patience=2"])

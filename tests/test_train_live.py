@@ -90,7 +90,7 @@ def test_live_hf_stop_equals_offline_replay(hf_run):
 def test_live_significance_stop_equals_offline_replay(tmp_path, tiny_model_dir):
     """A second rule, the one that needs the per-example losses: live and offline agree too."""
     import logsage
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     out = tmp_path / "sig"
     spec = "significance:patience=2"

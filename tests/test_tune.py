@@ -150,7 +150,7 @@ def test_default_grids_name_real_parameters_and_defaults_are_candidates():
         info = get_rule(rule)
         names = {p.name for p in info.params}
         assert set(grid) <= names, (rule, set(grid) - names)
-    from logsage.replay.engine import expand_rules
+    from logsage.decide.engine import expand_rules
     from logsage.rules import rule_spec
 
     result = tune(SYNTHETIC)

@@ -16,7 +16,7 @@ import pytest
 
 from logsage.core.errors import RuleConfigError
 from logsage.ingest import load_history
-from logsage.replay.engine import replay
+from logsage.decide.engine import replay
 from logsage.live.watch import Watcher, watch
 from corpus import REAL_RUNS, needs_corpus
 

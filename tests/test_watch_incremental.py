@@ -17,7 +17,7 @@ from logsage.cli.main import cli
 from logsage.core.errors import IngestError, UsageError
 from logsage.live import state as live_state
 from logsage.live.watch import Watcher, watch
-from logsage.replay.engine import decide_values
+from logsage.decide.engine import decide_values
 
 REAL = REAL_RUNS  # the shared real-run corpus, read in place
 LLAMAFACTORY = REAL / "llamafactory_trainer_log" / "qwen2.5-7b-medical-lora" / "trainer_log.jsonl"

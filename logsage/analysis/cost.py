@@ -151,7 +151,7 @@ def costs(decisions: Sequence[Any], histories: Iterable[History], model: CostMod
 
 
 def _params_key(rule: str, params: dict) -> str:
-    from logsage.replay.scoring import params_key
+    from logsage.decide.scoring import params_key
 
     return params_key(rule, params)
 

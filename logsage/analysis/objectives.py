@@ -2,7 +2,7 @@
 
 Every objective reads per-candidate figures over a set of runs (the arrays of
 `Figures`): the mean and the 90th percentile of the scale-free regret (the share of a
-run's achievable improvement the decision gives up, `logsage.replay.scoring.scaled_regret`),
+run's achievable improvement the decision gives up, `logsage.decide.scoring.scaled_regret`),
 the mean fraction of steps saved, and whether the candidate could judge every run.
 Medians alone are never used: on real runs most rules lose nothing on most runs, so
 a median regret is 0 for almost every rule and cannot tell them apart.

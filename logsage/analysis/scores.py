@@ -5,7 +5,7 @@ replayed as if every evaluation had been saved (`--save-all`), so the rule keeps
 own best (its restore target) and the score says only how good its stop was. What the
 checkpoints actually on disk allow is scored beside it (`disk_regret`): the rule's best
 when it has a whole checkpoint, else the best whole checkpoint at or before the stop
-(`logsage.replay.engine`'s selection). A run whose disk holds no usable checkpoint at the
+(`logsage.decide.engine`'s selection). A run whose disk holds no usable checkpoint at the
 stop is counted and named there (`disk_missing`); it never changes the save-all figures.
 
 Per (candidate, run), in (C, N) arrays: `regret` (scale-free, `scoring.scaled_regret`),
@@ -27,7 +27,7 @@ import numpy as np
 
 from logsage.analysis.cost import CostModel
 from logsage.core.history import History
-from logsage.replay import scoring
+from logsage.decide import scoring
 
 DISK_BARE, DISK_OK, DISK_MISSING = 0, 1, 2  # a bare log (no inventory), a usable checkpoint, none usable
 # Runs are replayed in chunks of about this many decisions, so memory stays flat with the number of runs.
@@ -72,7 +72,7 @@ def save_all(h: History) -> History:
 def score(histories: Sequence[History], pairs: Sequence[tuple[str, dict]], *, metric: str | None,
           mode: str | None, cost: CostModel, progress: bool = False) -> Scores:
     """Replay every run through every (rule, params) under save-all and fill the score matrix."""
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     n_c, n_r = len(pairs), len(histories)
     nan = lambda: np.full((n_c, n_r), np.nan)  # noqa: E731

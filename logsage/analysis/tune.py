@@ -134,9 +134,9 @@ def _check_runs(histories: Sequence[History], metric: str | None, mode: str | No
 def _candidate_pairs(rules: Sequence[str | tuple[str, Mapping[str, Any]]] | None,
                      grid: Mapping[str, Sequence[Any]] | None, notes: list[str]) -> list[tuple[str, dict]]:
     """(rule, full parameters) for every candidate, in search order, without duplicates."""
-    from logsage.replay.engine import expand_rules
+    from logsage.decide.engine import expand_rules
     from logsage.rules.base import get_rule, list_rules, parse_rule_spec
-    from logsage.replay.scoring import params_key
+    from logsage.decide.scoring import params_key
 
     specs: list[tuple[str, dict, bool]] = []  # (rule, given parameters, brought in by `all`)
     for spec in (rules or ["all"]):
@@ -214,8 +214,8 @@ def _default_pairs(notes: list[str] | None = None) -> list[tuple[str, dict]]:
 def _with_defaults(pairs: list[tuple[str, dict]], extra: Sequence[tuple[str, dict]] = ()) -> list[tuple[str, dict]]:
     """The candidates followed by the common defaults, the baseline and the learned default not among
     them (compared, never chosen)."""
-    from logsage.replay.engine import expand_rules
-    from logsage.replay.scoring import params_key
+    from logsage.decide.engine import expand_rules
+    from logsage.decide.scoring import params_key
 
     seen = {params_key(n, p) for n, p in pairs}
     out = list(pairs)
@@ -242,8 +242,8 @@ def _extra_pairs(baseline: str, notes: list[str]) -> list[tuple[str, dict]]:
 
 
 def _index(pairs: list[tuple[str, dict]], name: str, params: Mapping[str, Any]) -> int:
-    from logsage.replay.engine import expand_rules
-    from logsage.replay.scoring import params_key
+    from logsage.decide.engine import expand_rules
+    from logsage.decide.scoring import params_key
 
     (info, full), = expand_rules([(name, dict(params))])
     key = params_key(info.name, full)

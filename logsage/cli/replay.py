@@ -67,7 +67,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
     """
     from logsage.cli.output import partial_failure
     from logsage.core.errors import LogsageError, UsageError
-    from logsage.replay.engine import replay_paths
+    from logsage.decide.engine import replay_paths
 
     if sum((as_json, as_csv, as_markdown)) > 1:
         raise UsageError("--json, --csv and --markdown are exclusive; pick one")
@@ -78,7 +78,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
         check_plot_target(plot_path)  # before any work: a missing folder or matplotlib is the user's to fix
     if stitch:
         from logsage.ingest import load_history, stitch_histories
-        from logsage.replay.engine import expand_rules, replay
+        from logsage.decide.engine import expand_rules, replay
 
         expand_rules(list(rules), parse_grid(grid) or None)  # a bad rule fails before any file is read
         run = stitch_histories([load_history(p, format=fmt, use_cache=not no_cache, cache_dir=cache_dir)
@@ -88,7 +88,7 @@ def command(paths: tuple[str, ...], rules: tuple[str, ...], grid: tuple[str, ...
                         engine=engine)
     elif session is not None:  # a training session of each log (Keras append=True), or each session as a run
         from logsage.ingest import load_history, load_sessions
-        from logsage.replay.engine import expand_rules, replay
+        from logsage.decide.engine import expand_rules, replay
 
         expand_rules(list(rules), parse_grid(grid) or None)
         opts: dict[str, Any] = dict(format=fmt, use_cache=not no_cache, cache_dir=cache_dir)

@@ -23,7 +23,7 @@ def command(name: str | None, as_json: bool) -> None:
         logsage rules hf
         logsage replay runs/qwen-lora --rule hf:patience=3,threshold=1e-4
     """
-    from logsage.replay.engine import describe_rules
+    from logsage.decide.engine import describe_rules
     from logsage.rules.base import COMMON_PARAM_HELP
 
     from logsage.rules.base import get_rule

@@ -5,6 +5,6 @@
     from logsage.integrations.keras import LogsageEarlyStopping         # Keras 3
 
 Each module imports only its own framework (this package imports none), and each
-decides with `logsage.replay.live.first_stop`, the function `logsage replay` uses, on
+decides with `logsage.decide.live.first_stop`, the function `logsage replay` uses, on
 the metric's history as the run logs it: the live stop is the replay's stop.
 """

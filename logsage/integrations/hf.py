@@ -6,7 +6,7 @@
     trainer.train()
 
 At each evaluation the callback takes the monitored metric's whole history so far from
-`state.log_history` and asks `logsage.replay.live.first_stop` (the function `logsage
+`state.log_history` and asks `logsage.decide.live.first_stop` (the function `logsage
 replay` uses) whether the rule stops now. It keeps no counters: the Trainer restores
 `log_history` on `resume_from_checkpoint`, so a rule's state survives a resume exactly,
 and the live stop is the stop that `logsage replay OUTPUT_DIR --rule RULE` computes on
@@ -33,7 +33,7 @@ import numpy as np
 
 from logsage.core.extras import missing_extra_error
 from logsage.core.names import default_mode
-from logsage.replay.live import closest_keys, first_stop, parse_live_rules, wants_per_example
+from logsage.decide.live import closest_keys, first_stop, parse_live_rules, wants_per_example
 
 try:
     from transformers import TrainerCallback

@@ -7,7 +7,7 @@
 
 At each epoch's end (with validation) the callback records the monitored value at step
 `epoch + 1` (the number of epochs completed, as logsage reads a Keras `CSVLogger` file)
-and the training `loss`, then asks `logsage.replay.live.first_stop` (the function
+and the training `loss`, then asks `logsage.decide.live.first_stop` (the function
 `logsage replay` uses) whether the rule stops: the stop is the one `logsage replay
 training.log --rule RULE --metric MONITOR` computes on the CSVLogger file, and for
 `keras:` rules the one Keras's own `EarlyStopping` makes.
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from logsage.core.extras import MissingExtraError
 from logsage.core.names import canonical_name, default_mode
-from logsage.replay.live import closest_keys, first_stop, parse_live_rules
+from logsage.decide.live import closest_keys, first_stop, parse_live_rules
 
 try:
     import keras

@@ -8,7 +8,7 @@
 Works with `lightning` (`lightning.pytorch`) and `pytorch_lightning`: the base class is
 the `Callback` of whichever the script imported (either Trainer calls its hooks by
 name). After each validation (not the sanity check) the callback appends the monitored
-value, at the step the logger writes for it, and asks `logsage.replay.live.first_stop`
+value, at the step the logger writes for it, and asks `logsage.decide.live.first_stop`
 (the function `logsage replay` uses) whether the rule stops: the stop is the one
 `logsage replay lightning_logs/version_N/metrics.csv --rule RULE --metric MONITOR`
 computes, and for `lightning:` rules the one Lightning's own `EarlyStopping` makes. The
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from logsage.core.extras import MissingExtraError
 from logsage.core.names import canonical_name, default_mode
-from logsage.replay.live import closest_keys, first_stop, parse_live_rules
+from logsage.decide.live import closest_keys, first_stop, parse_live_rules
 
 
 def _callback_base() -> type:

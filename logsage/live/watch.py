@@ -19,9 +19,9 @@ Incremental advice. The parsed history and the rule's state are kept between pol
 when the monitored series comes from one follower and grows by new steps only, each new
 evaluation costs O(1) for a rule with an incremental state (`logsage.live.state`: the
 rule's own update, one evaluation at a time; rules are causal, so this is exact), and
-the selection is `logsage.replay.engine.select_evaluation`, the one replay uses. Anything
+the selection is `logsage.decide.engine.select_evaluation`, the one replay uses. Anything
 else (a rewrite, a second source of the metric, a rule without an incremental state)
-rebuilds the history and replays the prefix through `logsage.replay.engine.replay` - the
+rebuilds the history and replays the prefix through `logsage.decide.engine.replay` - the
 same path as an offline replay. Either way the evaluation at which watch says "would stop
 now" is the one at which `logsage replay` says the rule stops (tests/test_watch*.py).
 
@@ -106,7 +106,7 @@ class Watcher:
                  format: str | None = None):
         from logsage.core.objective import check_mode
         from logsage.ingest.follow import readers
-        from logsage.replay.engine import expand_rules
+        from logsage.decide.engine import expand_rules
         from logsage.rules.base import parse_rule_spec
 
         self.path = str(path)
@@ -267,7 +267,7 @@ class Watcher:
 
     def _advise(self, h: History, metric: str, mode: str, t: int) -> Advice:
         """Advice at evaluation t by replaying the history cut at its step (the reference path)."""
-        from logsage.replay.engine import replay
+        from logsage.decide.engine import replay
 
         s = h.series[metric]
         step = int(s.steps[t])
@@ -300,7 +300,7 @@ class Watcher:
         """'2 of 3 evaluations without improvement' where that is exact, else evaluations since the best."""
         if since is None:
             from logsage.core.objective import orient
-            from logsage.replay.scoring import hindsight_best
+            from logsage.decide.scoring import hindsight_best
 
             best = hindsight_best(orient(np.asarray(raw, dtype=np.float64), mode), upto=t)
             since = t - best if best is not None else t + 1
@@ -415,7 +415,7 @@ class _FastPath:
         return out
 
     def _advice(self, w: Watcher, t: int, checkpoints: list) -> Advice:
-        from logsage.replay.engine import select_evaluation
+        from logsage.decide.engine import select_evaluation
 
         stop, best, decidable = self._outcome_at(t)
         by_step = {c.step: c for c in checkpoints}
@@ -466,14 +466,14 @@ class _FastPath:
     def _since(self, t: int) -> int:
         if t == len(self.steps) - 1:
             return t - self.best if self.best is not None else t + 1
-        from logsage.replay.scoring import hindsight_best
+        from logsage.decide.scoring import hindsight_best
 
         best = hindsight_best(self._oriented_arr[:t + 1].copy(), upto=t)
         return t - best if best is not None else t + 1
 
     def _reason(self, t: int) -> str:
         """The rule's own words on the prefix (the rule run once on it: only when a reason is read)."""
-        from logsage.replay.engine import not_before, run_rule
+        from logsage.decide.engine import not_before, run_rule
         from logsage.rules.base import RuleInput
 
         steps = np.asarray(self.steps[:t + 1], dtype=np.int64)

@@ -264,7 +264,7 @@ def _index_table(histories: Sequence[History], run_decisions: list[list[Any]]) -
 
 
 def _summary_section(summary: Sequence[dict], cost_rows: Sequence[dict], pf: ParetoFigure | None) -> str:
-    from logsage.replay.scoring import params_key
+    from logsage.decide.scoring import params_key
 
     cost_by_key = {params_key(r["rule"], r["params"]): r for r in cost_rows}
     priced = any(c.get("money_saved") is not None for c in cost_rows)
@@ -436,7 +436,7 @@ def report_runs(histories: Sequence[History], *, rules: Sequence[Any] | None = N
     Raises:
         RuleConfigError / UsageError: a bad rule, objective or mode (before any work).
     """
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     rule_specs: list[Any] = list(rules) if rules else list(DEFAULT_REPORT_RULES)
     tune_result = None

@@ -5,7 +5,7 @@ A rule is a pure, causal function of a metric history. It is declared once:
     @rule("hf", reference="transformers EarlyStoppingCallback (4.47+ / 5.x)",
           aliases={"early_stopping_patience": "patience"},
           grid={"patience": [1, 2, 3, 5, 8], "threshold": [0.0, 1e-4, 1e-3]},
-          sweep="logsage.replay.sweep:HF_FORM", counts="threshold",
+          sweep="logsage.decide.sweep:HF_FORM", counts="threshold",
           common=[("HF patience 3, threshold 1e-4 (blog recipe)", {"patience": 3, "threshold": 1e-4})])
     def hf(x: RuleInput, *, patience: int = 1, threshold: float = 0.0) -> Outcome:
         '''One-line summary.
@@ -20,7 +20,7 @@ A rule is a pure, causal function of a metric history. It is declared once:
 * everything else the package knows about a rule is declared here too, and the
   tables elsewhere are derived from it: its default search grid (`grid`) or the value
   only the user can give (`needs_value`, e.g. "target=0.8"); its vectorized sweep
-  form (`sweep`, "module:attribute", resolved lazily by `logsage.replay.sweep`); the
+  form (`sweep`, "module:attribute", resolved lazily by `logsage.decide.sweep`); the
   margin parameter under which its counter is "evaluations since the best" when 0
   (`counts`, for `logsage watch`); the common defaults people run with it (`common`:
   display name + parameters, compared by `tune` and drawn by `report`); and a real

@@ -48,7 +48,7 @@ def _validate_hf(*, patience: int, threshold: float) -> None:
     validate=_validate_hf,
     # The patience and threshold values the guides use (0, HF's default; 1e-4 and 1e-3 as in the blog recipes).
     grid={"patience": [1, 2, 3, 5, 8], "threshold": [0.0, 1e-4, 1e-3]},
-    sweep="logsage.replay.sweep:HF_FORM",
+    sweep="logsage.decide.sweep:HF_FORM",
     counts="threshold",
     common=[("HF patience 3, threshold 1e-4 (blog recipe)", {"patience": 3, "threshold": 1e-4}),
             ("HF defaults (patience 1)", {})],

@@ -104,7 +104,7 @@ def _validate(*, patience: int, min_delta: float, relative: bool, definition: st
                             "stopping with patience p); the degradation count as in Prechelt 1998 UP_s with strips of 1",
       choices={"definition": DEFINITIONS}, validate=_validate,
       grid={"patience": [1, 2, 3, 5, 8], "min_delta": [0.0, 1e-4, 1e-3]},
-      sweep="logsage.replay.sweep:PATIENCE_FORM", counts="min_delta")
+      sweep="logsage.decide.sweep:PATIENCE_FORM", counts="min_delta")
 def patience_rule(x: RuleInput, *, patience: int = 3, min_delta: float = 0.0, relative: bool = False,
                   definition: str = "no-improvement") -> Outcome:
     """Plain patience: stop after `patience` evaluations without improvement (or with degradation).

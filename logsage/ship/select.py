@@ -1,6 +1,6 @@
 """Select the checkpoint to ship from a run: the rule's pick (or the top-k by the logged metric), never a bad one.
 
-`choose_candidates` replays the run through one rule (`logsage.replay.engine`) over the
+`choose_candidates` replays the run through one rule (`logsage.decide.engine`) over the
 checkpoints that are really on disk (`History.checkpoints`, found under the run
 folder as given - never through `best_model_checkpoint` or other recorded paths)
 and returns the candidates: the rule's selected checkpoint, or with `top_k` the K
@@ -64,7 +64,7 @@ class Selection:
     params: dict[str, Any]
     metric: str
     mode: str
-    decision: Any  # logsage.replay.engine.Decision
+    decision: Any  # logsage.decide.engine.Decision
     rule_step: int | None  # the rule's selected step among usable checkpoints
     candidates: list[Candidate]  # best logged first; with top_k=None only the rule's pick
     notes: list[str] = field(default_factory=list)
@@ -135,7 +135,7 @@ def choose_candidates(history: History, rule: str | tuple[str, dict], *, metric:
         CheckpointError: the run has no usable checkpoint (the message lists each one and what is wrong).
     """
     from logsage.core.objective import resolve_objective
-    from logsage.replay.engine import replay
+    from logsage.decide.engine import replay
 
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")

@@ -404,7 +404,7 @@ def run_training(
     resume = resolve_resume(cfg)
     live_rules = []
     if cfg.early_stop:
-        from logsage.replay.live import parse_live_rules
+        from logsage.decide.live import parse_live_rules
 
         live_rules = parse_live_rules(cfg.early_stop)  # a bad rule fails before the data and model
     train_examples, eval_examples, data_info = prepare_examples(cfg)

@@ -8,7 +8,7 @@ Two layers:
    counts from 1; the oracles count from 0.
 2. The `test_*_matches_library` tests feed the same vectors, plus edge cases (NaN/inf,
    ties, exact-threshold steps, patience 0, max mode, all-NaN, one value, empty), to
-   `logsage.replay.engine.decide_values` and require the library's stop index and its best
+   `logsage.decide.engine.decide_values` and require the library's stop index and its best
    index (the Trainer's best_global_step, Lightning's best_score, Keras' best_epoch). For
    Keras the weights it leaves in the model (the best epoch's with restore_best_weights,
    else the last epoch's) are checked against what the reason says.
@@ -319,7 +319,7 @@ def _show(values):
 
 
 def _decide(case):
-    from logsage.replay.engine import decide_values
+    from logsage.decide.engine import decide_values
 
     return decide_values(list(case.values), case.library, _our_params(case), mode=case.mode)
 

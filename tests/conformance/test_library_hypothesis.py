@@ -5,7 +5,7 @@ implementations disagree: repeated values (ties), steps of exactly the threshold
 float64, so `best - threshold` appears exactly and `0.9 - 0.8 != 0.1` appears too), tiny
 1e-9 gains (float32 vs float64), occasional NaN / +inf / -inf, patience 0, thresholds
 equal to differences present in the sequence, and both modes. Each example runs the real
-library (see `oracles.py`) and `logsage.replay.engine.decide_values` and requires the same stop
+library (see `oracles.py`) and `logsage.decide.engine.decide_values` and requires the same stop
 index and the same best index (HF best_global_step, Lightning best_score, Keras best_epoch); for Keras the
 weights it leaves in the model must also match what the reason says. Derandomized with no example database,
 so every run explores the same examples.
@@ -148,7 +148,7 @@ def keras_cases(draw):
 
 
 def _decide(values, rule, mode, params):
-    from logsage.replay.engine import decide_values
+    from logsage.decide.engine import decide_values
 
     given_params = {k: v for k, v in params.items() if v is not None}  # None: not given (default)
     return decide_values(list(values), rule, given_params, mode=mode)

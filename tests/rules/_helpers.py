@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from logsage.replay.engine import decide_values
+from logsage.decide.engine import decide_values
 
 NAN = math.nan
 INF = math.inf

@@ -41,7 +41,7 @@ def test_every_rule_declares_a_grid_or_a_value_of_the_users_and_a_real_reference
 
 def test_the_derived_tables_are_the_declarations():
     from logsage.analysis.tune import COMMON_DEFAULTS, DEFAULT_GRIDS, USER_VALUE_RULES
-    from logsage.replay import engine, sweep
+    from logsage.decide import engine, sweep
     from logsage.report.html import DEFAULT_REPORT_RULES
 
     assert set(DEFAULT_GRIDS) | set(USER_VALUE_RULES) == set(ALL) and not set(DEFAULT_GRIDS) & set(USER_VALUE_RULES)

@@ -1,10 +1,10 @@
 """One run prepared for scoring, the checkpoint each outcome keeps, and the decisions' scores.
 
 `prepare_run` gathers what every (rule, parameter set) of a run shares (`RunContext`);
-`select_evaluation` is the selection rule of `logsage.replay.engine`'s docstring (also used
+`select_evaluation` is the selection rule of `logsage.decide.engine`'s docstring (also used
 by `logsage.live`); `score_one` scores one outcome (the reference path) and `score_many` all
 of one rule's outcomes on a run at once, as a `RunSegment` whose Decision objects are built
-when first read (`logsage.replay.result`), with the summary's fields as vectorized columns.
+when first read (`logsage.decide.result`), with the summary's fields as vectorized columns.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from logsage.core.history import History
 from logsage.core.names import canonical_name, default_mode
 from logsage.core.objective import Objective, orient, resolve_objective
 from logsage.core.runfolder import checkpoint_name
-from logsage.replay import scoring
-from logsage.replay.result import BuiltSegment, Decision, RunSegment
+from logsage.decide import scoring
+from logsage.decide.result import BuiltSegment, Decision, RunSegment
 from logsage.rules.base import Outcome, RuleInput
 
 STAT_GETTER = operator.attrgetter(*scoring.STAT_FIELDS)  # what the summary reads of a decision

@@ -81,7 +81,7 @@ class SweepResult:
 
 # ---------------------------------------------------------------------- shared pieces
 def _not_before(batch: Batch, min_evals: int, min_steps: int) -> np.ndarray:
-    """Per run, the first evaluation index at which a stop is allowed (as in logsage.replay.engine.not_before)."""
+    """Per run, the first evaluation index at which a stop is allowed (as in logsage.decide.engine.not_before)."""
     nb = np.full(len(batch.lengths), max(int(min_evals) - 1, 0), dtype=np.int64)
     if min_steps and min_steps > 0:
         for r, st in enumerate(batch.steps):

@@ -3,7 +3,7 @@
     >>> result = replay(runs, ["hf:patience=3", "gl"])
     >>> result.to_pandas()                        # one row per run x rule setting
     >>> result.to_pandas("summary")               # one row per rule setting, over the runs
-    >>> from logsage.replay.frames import tune_frame
+    >>> from logsage.decide.frames import tune_frame
     >>> tune_frame(tune(runs), "candidates")      # or "comparison", "per_run", "folds"
 
 Both work from the results' `to_dict()` form (what `--json` prints), so they follow the

@@ -1,6 +1,6 @@
 """Scores for stopping decisions: each decision against hindsight, and rules over many runs.
 
-Per decision (`logsage.replay.engine` calls these; all pure functions of arrays):
+Per decision (`logsage.decide.engine` calls these; all pure functions of arrays):
 
 * `hindsight_best`: the best evaluation over the whole run (or over the evaluations
   that have a whole checkpoint), earliest on ties, never a non-finite value;
@@ -39,7 +39,7 @@ Per decision (`logsage.replay.engine` calls these; all pure functions of arrays)
 Over runs, `summarize` groups decisions by (rule, parameters) - Prechelt's table for
 the user's own runs - and marks the Pareto front of regret against compute saved;
 `summarize_columns` computes the same rows from (runs x parameter sets) arrays, which
-is how `logsage.replay.engine` summarizes a big grid.
+is how `logsage.decide.engine` summarizes a big grid.
 """
 
 from __future__ import annotations

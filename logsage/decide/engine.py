@@ -5,7 +5,7 @@ stopped, which checkpoint would it have kept, and how good was that? Histories a
 rules in, a table of decisions out:
 
     >>> import logsage
-    >>> from logsage.replay.engine import replay
+    >>> from logsage.decide.engine import replay
     >>> runs = [logsage.load_history(p) for p in ("runs/a", "runs/b")]
     >>> result = replay(runs, ["hf:patience=3,threshold=1e-4", "patience"],
     ...                 grid={"patience": [1, 2, 3, 5]})
@@ -32,14 +32,14 @@ Semantics fixed here (and nowhere else):
   (earliest on ties), and `note` names the checkpoint and what is wrong with it. A run
   without an inventory (a bare log) selects over all evaluations. A non-finite value is
   never selected. A rule that never stops selects at the last evaluation.
-* **Scores** come from `logsage.replay.scoring` (its docstring defines each one).
+* **Scores** come from `logsage.decide.scoring` (its docstring defines each one).
 * **Problems** in one run never abort the others: a run that cannot be read or lacks
   the metric gets one undecidable decision per (rule, params) plus an entry in
   `errors`; a rule that cannot judge a run (too short, missing input) gives an
   undecidable decision with the reason. Bad rule names or parameters raise
   `RuleConfigError` before any run is touched.
 * **Engines.** The `hf` and `patience` rules run through the vectorized sweep engine
-  (`logsage.replay.sweep`, all runs in one batch) when a rule has many parameter sets; its
+  (`logsage.decide.sweep`, all runs in one batch) when a rule has many parameter sets; its
   results are identical to the per-evaluation reference scan in `logsage.rules`
   (property-tested). The decisions of one run and rule are scored together
   (`score_many`): per-run arrays built once, every score computed once per distinct
@@ -65,9 +65,9 @@ from logsage.core.errors import LogsageError, MetricNotFound, RuleConfigError
 from logsage.core.history import History
 from logsage.core.names import default_mode
 from logsage.core.objective import check_mode, orient
-from logsage.replay import scoring
-from logsage.replay.result import Decision, Decisions, ReplayResult
-from logsage.replay.select import (  # noqa: F401  (select_evaluation: re-exported for logsage.live)
+from logsage.decide import scoring
+from logsage.decide.result import Decision, Decisions, ReplayResult
+from logsage.decide.select import (  # noqa: F401  (select_evaluation: re-exported for logsage.live)
     STAT_GETTER,
     RunContext,
     table_columns,
@@ -389,7 +389,7 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
     """
     if engine == "scan":
         return [(ds, None, error) for ds, error in (_replay_one(h, pairs, metric, mode) for h in histories)]
-    from logsage.replay import sweep
+    from logsage.decide import sweep
     results: list[tuple[list[Decision], Any, dict | None] | None] = [None] * len(histories)
     ctxs: dict[int, RunContext] = {}
     for i, history in enumerate(histories):

@@ -27,7 +27,7 @@ from logsage.core.history import History, json_safe
 
 @dataclass(frozen=True)
 class Decision:
-    """One (run, rule, parameter set): the stop, the selection and their scores (see `logsage.replay.engine`)."""
+    """One (run, rule, parameter set): the stop, the selection and their scores (see `logsage.decide.engine`)."""
 
     run: str
     rule: str
@@ -260,7 +260,7 @@ class ReplayResult:
         Each row has the Decision's (or summary row's) fields, `params` as a dict and `spec`,
         the `--rule` string that reproduces it. pandas is imported here only.
         """
-        from logsage.replay.frames import replay_frame
+        from logsage.decide.frames import replay_frame
 
         return replay_frame(self, table)
 

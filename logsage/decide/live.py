@@ -3,7 +3,7 @@
 Framework-free: the drop-in callbacks (`logsage.integrations.hf`, `.lightning`, `.keras`)
 and `logsage train` collect the monitored metric's history as the run logs it and ask
 `first_stop`, which calls the very function `logsage replay` uses
-(`logsage.replay.engine.decide_values`). No counters are kept anywhere: the decision is
+(`logsage.decide.engine.decide_values`). No counters are kept anywhere: the decision is
 a function of the logged history, so the live stop is by construction the stop an
 offline replay of the finished log computes, and a resumed run whose history is
 restored decides exactly as an uninterrupted one.
@@ -55,7 +55,7 @@ def first_stop(rules: Sequence[LiveRule], steps: Sequence[int] | np.ndarray, val
     was restored from a segment that ran without the rule), `eval_index`, `best_step`
     (the evaluation the rule keeps) and `reason`.
     """
-    from logsage.replay.engine import decide_values
+    from logsage.decide.engine import decide_values
 
     st = np.asarray(steps, dtype=np.int64)
     vals = np.asarray(values, dtype=np.float64)
