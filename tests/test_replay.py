@@ -319,3 +319,28 @@ def test_replay_paths_echoes_paths_and_keeps_going(tmp_path, monkeypatch):
     assert res.decisions[0].decidable and not res.decisions[1].decidable
     assert res.errors[0]["run"] == str(tmp_path / "missing") and "no such file" in res.errors[0]["error"]
     assert len(res.histories) == 1
+
+
+def test_every_decision_carries_the_scale_free_regret_and_the_summary_averages_it():
+    from logsage.core.history import History, Series
+
+    runs = []
+    for k, scale in enumerate((1.0, 1000.0)):  # the same curve at two scales: the same scale-free regret
+        h = History(path=f"runs/{k}", format="synthetic")
+        vals = scale * np.array([2.0, 1.5, 1.6, 1.0, 1.2, 1.3, 1.4, 1.5])  # patience 1 stops at 1.6, keeps 1.5
+        h.series["eval_loss"] = Series("eval_loss", np.arange(1, 9) * 10, vals)
+        h.meta["max_steps"] = 80
+        runs.append(h)
+    for engine in ("scan", "auto"):
+        res = replay(runs, ["patience:patience=1", "none"], engine=engine)
+        by = {(d.run, d.rule): d for d in res.decisions}
+        for run, scale in (("runs/0", 1.0), ("runs/1", 1000.0)):
+            d = by[(run, "patience")]
+            first, best = 2.0 * scale, 1.0 * scale
+            assert d.regret_scaled == pytest.approx(abs(d.selected_value - best) / abs(first - best))
+            assert by[(run, "none")].regret_scaled == 0.0
+        rows = {r["rule"]: r for r in res.summary}
+        scaled = [by[(r, "patience")].regret_scaled for r in ("runs/0", "runs/1")]
+        assert scaled[0] == pytest.approx(scaled[1]) == pytest.approx(0.5)  # the absolute regrets differ 1000x
+        assert rows["patience"]["mean_regret_scaled"] == pytest.approx(np.mean(scaled))
+        assert rows["patience"]["p90_regret_scaled"] == pytest.approx(np.percentile(scaled, 90))

@@ -182,9 +182,11 @@ def test_wall_saved():
 
 
 # ---------------------------------------------------------------------- over runs
-def _d(rule, params, regret, rel, frac, before, decidable=True, stop=1):
-    return SimpleNamespace(rule=rule, params=params, regret=regret, regret_rel=rel, fraction_saved=frac,
-                           stopped_before_best=before, decidable=decidable, stop_step=stop)
+def _d(rule, params, regret, rel, frac, before, decidable=True, stop=1, scaled=None):
+    # The scale-free regret defaults to twice the absolute one (any value the summary must average).
+    scaled = None if regret is None else (2 * regret if scaled is None else scaled)
+    return SimpleNamespace(rule=rule, params=params, regret=regret, regret_rel=rel, regret_scaled=scaled,
+                           fraction_saved=frac, stopped_before_best=before, decidable=decidable, stop_step=stop)
 
 
 def test_summarize_groups_by_rule_and_params():
@@ -200,6 +202,7 @@ def test_summarize_groups_by_rule_and_params():
     assert (r["n_runs"], r["n_decided"], r["n_stopped"]) == (3, 2, 2)
     assert r["mean_regret"] == pytest.approx(0.1) and r["median_regret"] == pytest.approx(0.1)
     assert r["mean_regret_rel"] == pytest.approx(0.05)
+    assert r["mean_regret_scaled"] == pytest.approx(0.2) and r["p90_regret_scaled"] == pytest.approx(0.36)
     assert r["mean_fraction_saved"] == pytest.approx(0.4)
     assert r["stopped_before_best_rate"] == pytest.approx(0.5)
     # patience 1: more regret (0.05) but more saved (0.4) than patience 3 (0, 0.1): both on the front.
@@ -226,7 +229,8 @@ def test_summarize_columns_equals_summarize():
     got = scoring.summarize_columns(heads, np.array([[d.decidable for d in row] for row in grid]),
                                     col("regret"), col("regret_rel"), col("fraction_saved"),
                                     col("stopped_before_best"),
-                                    np.array([[d.stop_step is not None for d in row] for row in grid]))
+                                    np.array([[d.stop_step is not None for d in row] for row in grid]),
+                                    regret_scaled=col("regret_scaled"))
     assert got == scoring.summarize(flat)
     assert scoring.summarize_columns(heads, *[np.zeros((0, len(heads)))] * 6) == []
 

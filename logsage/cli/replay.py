@@ -238,17 +238,13 @@ def _render(result, *, several: bool, inferred: bool = False) -> None:
 def _render_summary(con, rows: list[dict]) -> None:
     from rich.table import Table
 
-    rel = all(r["mean_regret_rel"] is not None for r in rows)
-    t = Table(title="summary over runs (* = Pareto front of regret vs compute saved)", show_edge=False,
-              pad_edge=False)
-    for col in ("", "rule", "params", "runs", "mean regret", "median regret", "mean saved", "stopped before best"):
+    t = Table(title="summary over runs (* = Pareto front of regret vs compute saved; regret = share of each "
+              "run's achievable improvement the stop gives up)", show_edge=False, pad_edge=False)
+    for col in ("", "rule", "params", "runs", "mean regret", "p90 regret", "mean saved", "stopped before best"):
         t.add_column(col, justify="left" if col in ("", "rule", "params") else "right")
     for r in rows:
-        if rel:
-            mean = "-" if r["mean_regret_rel"] is None else f"{100 * r['mean_regret_rel']:.2f}%"
-            median = "-" if r["median_regret_rel"] is None else f"{100 * r['median_regret_rel']:.2f}%"
-        else:
-            mean, median = _fmt(r["mean_regret"]), _fmt(r["median_regret"])
+        mean = "-" if r.get("mean_regret_scaled") is None else f"{100 * r['mean_regret_scaled']:.2f}%"
+        median = "-" if r.get("p90_regret_scaled") is None else f"{100 * r['p90_regret_scaled']:.2f}%"
         saved = "-" if r["mean_fraction_saved"] is None else f"{100 * r['mean_fraction_saved']:.0f}%"
         before = "-" if r["stopped_before_best_rate"] is None else f"{100 * r['stopped_before_best_rate']:.0f}%"
         t.add_row("*" if r["pareto"] else "", r["rule"], _shown_params(r["rule"], r["params"]),

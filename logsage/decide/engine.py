@@ -266,7 +266,8 @@ def _unreplayable(path: str, pairs: list[tuple[RuleInfo, dict[str, Any]]], messa
     return [Decision(run=path, rule=info.name, params=dict(params), metric=metric, mode=mode,
                      stop_step=None, stop_eval_index=None, selected_step=None, selected_value=None,
                      best_step=None, best_value=None, best_saved_step=None, best_saved_value=None,
-                     regret=None, regret_rel=None, steps_saved=None, fraction_saved=None, wall_saved_s=None,
+                     regret=None, regret_rel=None, regret_scaled=None, steps_saved=None, fraction_saved=None,
+                     wall_saved_s=None,
                      stopped_before_best=None, trend_slope=None, trend_p=None, overfit_gap=None,
                      decidable=False, reason=message) for info, params in pairs]
 
@@ -373,7 +374,7 @@ def _result(per_run: list[tuple[Any, tuple[np.ndarray, list[tuple]] | None, dict
     col = {k: np.concatenate([c[k] for c in parts])[ids] for k in parts[0]}
     summary = scoring.summarize_columns(
         [(info.name, params) for info, params in pairs], col["decidable"], col["regret"], col["regret_rel"],
-        col["fraction_saved"], col["stopped_before_best"], col["stopped"])
+        col["fraction_saved"], col["stopped_before_best"], col["stopped"], regret_scaled=col["regret_scaled"])
     return ReplayResult(decisions=decisions, summary=summary, errors=errors, histories=histories)
 
 

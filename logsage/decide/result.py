@@ -44,6 +44,7 @@ class Decision:
     best_saved_value: float | None
     regret: float | None
     regret_rel: float | None
+    regret_scaled: float | None  # |kept - best| / |first - best|: the share of the improvement given up
     steps_saved: int | None
     fraction_saved: float | None
     wall_saved_s: float | None

@@ -300,6 +300,11 @@ def _mean(xs: Sequence[float]) -> float | None:
     return float(statistics.fmean(xs)) if xs else None
 
 
+def _p90(sorted_xs: Sequence[float]) -> float | None:
+    """The 90th percentile (linear interpolation, numpy's default) of values already sorted."""
+    return float(np.percentile(sorted_xs, 90)) if len(sorted_xs) else None
+
+
 def _median(xs: Sequence[float]) -> float | None:
     return float(statistics.median(xs)) if xs else None
 
@@ -321,7 +326,8 @@ def summarize(decisions: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 # What `summarize` reads of each decision, in this order.
-STAT_FIELDS = ("decidable", "regret", "regret_rel", "fraction_saved", "stopped_before_best", "stop_step")
+STAT_FIELDS = ("decidable", "regret", "regret_rel", "regret_scaled", "fraction_saved", "stopped_before_best",
+               "stop_step")
 
 
 def summarize_groups(groups: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
@@ -337,7 +343,8 @@ def summarize_stats(groups: Iterable[tuple[str, dict[str, Any], Sequence[tuple]]
         if not stats:
             continue
         decided = [c for c in stats if c[0]]
-        _, reg_c, rel_c, frac_c, before_c, stop_c = zip(*decided) if decided else ((),) * 6
+        _, reg_c, rel_c, scaled_c, frac_c, before_c, stop_c = zip(*decided) if decided else ((),) * 7
+        scaled = [v for v in scaled_c if v is not None]
         reg = [v for v in reg_c if v is not None]
         rel = [v for v in rel_c if v is not None]
         frac = [v for v in frac_c if v is not None]
@@ -352,6 +359,8 @@ def summarize_stats(groups: Iterable[tuple[str, dict[str, Any], Sequence[tuple]]
             "median_regret": _median(reg),
             "mean_regret_rel": _mean(rel) if len(rel) == len(reg) else None,
             "median_regret_rel": _median(rel) if len(rel) == len(reg) else None,
+            "mean_regret_scaled": _mean(scaled),
+            "p90_regret_scaled": _p90(sorted(scaled)),
             "mean_fraction_saved": _mean(frac),
             "stopped_before_best_rate": _mean(before),
             "pareto": False,
@@ -362,7 +371,7 @@ def summarize_stats(groups: Iterable[tuple[str, dict[str, Any], Sequence[tuple]]
 
 def summarize_columns(heads: Sequence[tuple[str, dict[str, Any]]], decidable: np.ndarray, regret: np.ndarray,
                       regret_rel: np.ndarray, fraction_saved: np.ndarray, stopped_before_best: np.ndarray,
-                      stopped: np.ndarray) -> list[dict[str, Any]]:
+                      stopped: np.ndarray, regret_scaled: np.ndarray | None = None) -> list[dict[str, Any]]:
     """`summarize` for a rectangle of decisions: one row per (rule, params) in `heads`, from
     (runs x len(heads)) arrays - NaN where a decision's field is None, `stopped_before_best`
     as 0/1/NaN, `stopped` True where the decision has a stop step.
@@ -399,6 +408,9 @@ def summarize_columns(heads: Sequence[tuple[str, dict[str, Any]]], decidable: np
     reg_n, reg_mean, reg_median = per_column(np.asarray(regret, dtype=np.float64), True)
     rel_n, rel_mean, rel_median = per_column(np.asarray(regret_rel, dtype=np.float64), True)
     _, frac_mean, _ = per_column(np.asarray(fraction_saved, dtype=np.float64), False)
+    scaled_a = np.asarray(regret if regret_scaled is None else regret_scaled, dtype=np.float64)
+    _, scaled_mean, _ = per_column(scaled_a, False)
+    scaled_p90 = [_p90(sorted(col[dec[:, j] & ~np.isnan(col)].tolist())) for j, col in enumerate(scaled_a.T)]
     _, before_mean, _ = per_column(np.asarray(stopped_before_best, dtype=np.float64), False)
     rows = []
     for j, (rule, params) in enumerate(heads):
@@ -413,6 +425,8 @@ def summarize_columns(heads: Sequence[tuple[str, dict[str, Any]]], decidable: np
             "median_regret": reg_median[j],
             "mean_regret_rel": rel_mean[j] if same else None,
             "median_regret_rel": rel_median[j] if same else None,
+            "mean_regret_scaled": scaled_mean[j] if regret_scaled is not None else None,
+            "p90_regret_scaled": scaled_p90[j] if regret_scaled is not None else None,
             "mean_fraction_saved": frac_mean[j],
             "stopped_before_best_rate": before_mean[j],
             "pareto": False,
@@ -428,7 +442,10 @@ def mark_pareto(rows: list[dict[str, Any]]) -> None:
     saves at least as much, or a row of equal regret saves strictly more: O(n log n), so
     grids of thousands of parameter sets stay fast.
     """
-    key = "mean_regret_rel" if rows and all(r["mean_regret_rel"] is not None for r in rows) else "mean_regret"
+    # The scale-free regret when every row has it (it averages across runs of any scale), then the
+    # relative, then the absolute (only meaningful when all runs share a metric scale).
+    key = next((k for k in ("mean_regret_scaled", "mean_regret_rel")
+                if rows and all(r.get(k) is not None for r in rows)), "mean_regret")
     for r in rows:
         r["pareto"] = False
     scored = [i for i, r in enumerate(rows) if r[key] is not None and r["mean_fraction_saved"] is not None]

@@ -30,7 +30,7 @@ from logsage.rules.base import Outcome, RuleInput
 
 STAT_GETTER = operator.attrgetter(*scoring.STAT_FIELDS)  # what the summary reads of a decision
 # The Decision fields that depend only on (stop, selected, decidable), in order: stop_step .. overfit_gap.
-_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))[5:22]
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))[5:23]
 assert _ROW_FIELDS[0] == "stop_step" and _ROW_FIELDS[-1] == "overfit_gap"
 
 
@@ -94,6 +94,7 @@ class RunContext:
     is_loss: bool
     best_index: int | None
     best_saved_index: int | None
+    first_index: int | None  # the first finite evaluation: where the achievable improvement starts
     cache: dict = field(default_factory=dict)  # horizon -> (trend slope, p-value, overfit gap)
     # For the many-decision scorer: per-run arrays built once, and the scores per distinct stop
     # and per distinct selection (many parameter sets share them).
@@ -146,6 +147,7 @@ def prepare_run(history: History, metric: str | None, mode: str | None) -> RunCo
         is_loss="loss" in canonical_name(objective.metric) and s is not tl,
         best_index=scoring.hindsight_best(oriented),
         best_saved_index=scoring.hindsight_best(oriented, eligible) if has_inventory else None,
+        first_index=int(np.argmax(np.isfinite(oriented))) if np.isfinite(oriented).any() else None,
     )
 
 
@@ -215,6 +217,7 @@ def score_one(ctx: RunContext, rule: str, params: dict[str, Any], outcome: Outco
     best_step, best_value = at(ctx.best_index)
     bsaved_step, bsaved_value = at(ctx.best_saved_index)
     reg, reg_rel = scoring.regret(sel_value, best_value)
+    reg_scaled = _scaled(ctx, reg)
     if outcome.decidable:
         saved, frac = scoring.steps_saved(stop_step, ctx.budget)
         wall = scoring.wall_saved(stop, saved, wall_times=ctx.wall_times, end_wall_time=ctx.end_wall_time,
@@ -227,7 +230,7 @@ def score_one(ctx: RunContext, rule: str, params: dict[str, Any], outcome: Outco
         run=ctx.history.path, rule=rule, params=dict(params), metric=ctx.objective.metric, mode=ctx.objective.mode,
         stop_step=stop_step, stop_eval_index=stop, selected_step=sel_step, selected_value=sel_value,
         best_step=best_step, best_value=best_value, best_saved_step=bsaved_step, best_saved_value=bsaved_value,
-        regret=reg, regret_rel=reg_rel, steps_saved=saved, fraction_saved=frac, wall_saved_s=wall,
+        regret=reg, regret_rel=reg_rel, regret_scaled=reg_scaled, steps_saved=saved, fraction_saved=frac, wall_saved_s=wall,
         stopped_before_best=before, trend_slope=slope, trend_p=p, overfit_gap=gap,
         decidable=bool(outcome.decidable), reason=outcome.reason, note=note,
     )
@@ -327,7 +330,8 @@ def score_many(ctx: RunContext, rule: str, param_sets: list[dict[str, Any]], sto
         "stop_step": np.where(key_stop >= 0, steps_f[np.clip(key_stop, 0, None)], np.nan),
         "selected_step": np.where(key_sel >= 0, steps_f[np.clip(key_sel, 0, None)], np.nan),
         "selected_value": np.where(key_sel >= 0, raw[np.clip(key_sel, 0, None)], np.nan),
-        "regret": columns["regret"], "regret_rel": columns["regret_rel"], "fraction_saved": columns["fraction_saved"],
+        "regret": columns["regret"], "regret_rel": columns["regret_rel"], "regret_scaled": columns["regret_scaled"],
+        "fraction_saved": columns["fraction_saved"],
     }
     seg = RunSegment(protos, ids.reshape(-1).astype(np.int64), param_sets, reasons, notes, key_arrays)
     seg.horizons = [s if s >= 0 else n - 1 for s in key_stop.tolist()]
@@ -363,11 +367,28 @@ def _row_maker(ctx: RunContext) -> Any:
         chosen = by_sel.get(sel)
         if chosen is None:
             sel_step, sel_value = (None, None) if sel < 0 else (steps[sel], raw[sel])
-            chosen = by_sel[sel] = (sel_step, sel_value, *scoring.regret(sel_value, best_value))
+            reg, rel = scoring.regret(sel_value, best_value)
+            chosen = by_sel[sel] = (sel_step, sel_value, reg, rel, _scaled(ctx, reg))
         return (part[0], part[1], chosen[0], chosen[1], best_step, best_value, bsaved[0], bsaved[1],
-                chosen[2], chosen[3], *part[2:])
+                chosen[2], chosen[3], chosen[4], *part[2:])
 
     return row
+
+
+def _span(ctx: RunContext) -> float:
+    """|first - best| in the metric's units: the run's achievable improvement (0 when it never improves)."""
+    if ctx.first_index is None or ctx.best_index is None:
+        return 0.0
+    span = abs(float(ctx.raw[ctx.first_index]) - float(ctx.raw[ctx.best_index]))
+    return span if math.isfinite(span) else 0.0
+
+
+def _scaled(ctx: RunContext, regret: float | None) -> float | None:
+    """`scoring.scaled_regret` of one decision: regret over the run's improvement (0 when it never improves)."""
+    if regret is None:
+        return None
+    span = _span(ctx)
+    return regret / span if span else 0.0
 
 
 def _key_columns(ctx: RunContext, key_stop: np.ndarray, key_sel: np.ndarray, key_dec: np.ndarray
@@ -401,15 +422,18 @@ def _key_columns(ctx: RunContext, key_stop: np.ndarray, key_sel: np.ndarray, key
     else:
         best_step = int(steps[ctx.best_index])
         before = np.where(key_dec, (has_stop & (stop_step < best_step)).astype(np.float64), np.nan)
-    return {"decidable": key_dec, "regret": regret, "regret_rel": rel, "fraction_saved": frac,
+    span = _span(ctx)
+    scaled = np.where(np.isnan(regret), np.nan, regret / span if span else 0.0)
+    return {"decidable": key_dec, "regret": regret, "regret_rel": rel, "regret_scaled": scaled, "fraction_saved": frac,
             "stopped_before_best": before, "stopped": has_stop}
 
 
 def table_columns(table: list[tuple]) -> dict[str, np.ndarray]:
     """`_key_columns` from STAT_FIELDS tuples (decisions scored one at a time)."""
     none_nan = lambda col: np.array([np.nan if v is None else float(v) for v in col], dtype=np.float64)  # noqa: E731
-    dec, reg, rel, frac, before, stop_step = zip(*table) if table else ((),) * 6
+    dec, reg, rel, scaled, frac, before, stop_step = zip(*table) if table else ((),) * 7
     return {"decidable": np.array(dec, dtype=bool), "regret": none_nan(reg), "regret_rel": none_nan(rel),
+            "regret_scaled": none_nan(scaled),
             "fraction_saved": none_nan(frac), "stopped_before_best": none_nan(before),
             "stopped": np.array([v is not None for v in stop_step], dtype=bool)}
 

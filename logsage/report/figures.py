@@ -251,8 +251,9 @@ def run_figure(history: History, decisions: Sequence[Any], index: int, colors: d
 
 def pareto_figure(summary: Sequence[dict], colors: dict[str, str]) -> ParetoFigure | None:
     """Regret against fraction saved for every (rule, parameters) row of a replay summary."""
-    key = "mean_regret_rel" if summary and all(r.get("mean_regret_rel") is not None for r in summary) \
-        else "mean_regret"
+    # The scale-free regret averages across runs of any scale; relative or absolute only without it.
+    key = next((k for k in ("mean_regret_scaled", "mean_regret_rel")
+                if summary and all(r.get(k) is not None for r in summary)), "mean_regret")
     pts = []
     for r in summary:
         reg, sav = r.get(key), r.get("mean_fraction_saved")
@@ -262,7 +263,9 @@ def pareto_figure(summary: Sequence[dict], colors: dict[str, str]) -> ParetoFigu
         pts.append(ParetoPoint(label, float(sav), float(reg), bool(r.get("pareto")), colors.get(label, PALETTE[0])))
     if not pts:
         return None
-    return ParetoFigure("mean relative regret" if key == "mean_regret_rel" else "mean regret", pts)
+    label = {"mean_regret_scaled": "mean regret (share of the improvement lost)",
+             "mean_regret_rel": "mean relative regret"}.get(key, "mean regret")
+    return ParetoFigure(label, pts)
 
 
 

@@ -223,7 +223,10 @@ def build_report(histories: Sequence[History], replay_result: Any, *, tune_resul
     out.append(f"<header><h1>{esc(title)}</h1><p class=\"meta\">logsage {__version__} · {now} · "
                f"{len(histories)} run(s) · metric: {esc(', '.join(metrics) or '–')} · "
                f"rules: {esc(', '.join(colors))}</p>"
-               f"<p class=\"dim\">Regret = |kept checkpoint − best in hindsight| (relative: over |best|). "
+               f"<p class=\"dim\">Regret (mean, p90) = the share of each run's achievable improvement "
+               f"(first evaluation → best) that the kept checkpoint gives up: |kept − best| / |first − best|, "
+               f"averageable across runs of any scale; per run also in the metric's units and relative to "
+               f"|best|. "
                f"Saved = fraction of the run's steps after the stop. Cost: {esc('; '.join(cost.assumptions()))}."
                f"</p></header>")
     for err in unread:  # runs that could not be read are named at the top, not silently missing
@@ -273,12 +276,13 @@ def _summary_section(summary: Sequence[dict], cost_rows: Sequence[dict], pf: Par
         c = cost_by_key.get(params_key(r["rule"], r["params"]), {})
         rows.append("<tr>" + f"<td>{esc(rule_spec(r['rule'], r['params']))}</td>"
                     + _num_td(r["n_decided"], f"{r['n_decided']}/{r['n_runs']}")
-                    + _td(r["median_regret_rel"], "pct") + _td(r["mean_regret_rel"], "pct")
-                    + _td(r["mean_regret"]) + _td(r["mean_fraction_saved"], "pct")
+                    + _td(r.get("mean_regret_scaled"), "pct") + _td(r.get("p90_regret_scaled"), "pct")
+                    + _td(r["mean_regret_rel"], "pct") + _td(r["mean_regret"]) + _td(r["mean_fraction_saved"], "pct")
                     + _td(r["stopped_before_best_rate"], "pct") + _td(c.get("gpu_hours_saved"))
                     + (_td(c.get("money_saved"), spec=",.2f") if priced else "")
                     + f"<td>{'yes' if r.get('pareto') else ''}</td></tr>")
-    table = _table(["rule", "runs judged", "median regret", "mean regret", "mean regret (units)", "mean saved",
+    table = _table(["rule", "runs judged", "mean regret", "p90 regret", "mean relative regret",
+                    "mean regret (units)", "mean saved",
                     "before best", "GPU-h saved", *(["money saved"] if priced else []), "Pareto"], rows)
     plot = (f"<h3>Regret against compute saved</h3>{svg_pareto(pf)}"
             "<p class=\"dim\">Each point is one rule with its parameters, averaged over the runs; the joined "

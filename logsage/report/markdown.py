@@ -76,9 +76,9 @@ def replay_markdown(result: Mapping[str, Any], *, title: str = "logsage replay")
         for r in summary:
             spec = f"`{_spec(r['rule'], r['params'])}`"
             srows.append([f"**{spec}**" if r.get("pareto") else spec, f"{r['n_decided']}/{r['n_runs']}",
-                          _pct(r.get("median_regret_rel")), _pct(r.get("mean_regret_rel")),
+                          _pct(r.get("mean_regret_scaled")), _pct(r.get("p90_regret_scaled")),
                           _pct(r.get("mean_fraction_saved"), 0), _pct(r.get("stopped_before_best_rate"), 0)])
-        lines += _table(["rule", "runs", "median regret", "mean regret", "mean saved", "stopped before best"],
+        lines += _table(["rule", "runs", "mean regret", "p90 regret", "mean saved", "stopped before best"],
                         srows, right={1, 2, 3, 4, 5})
     for e in result.get("errors", []):
         lines += ["", f"- could not replay `{_cell(e.get('run'))}`: {_cell(e.get('error'))}"]
@@ -118,12 +118,12 @@ def tune_markdown(result: Mapping[str, Any], *, title: str = "logsage tune") -> 
                       "its column is the honest estimate for the next run."]
     comparison = result.get("comparison") or []
     if comparison:
-        lines += ["", "Compared with common defaults (same runs):", ""]
+        lines += ["", "Compared with the baseline and common defaults (same runs):", ""]
         crows = [[c.get("label") or "-", f"`{c.get('spec') or _spec(c['rule'], c['params'])}`",
-                  f"{c.get('n_decided')}/{c.get('n_runs')}", _pct(c.get("median_regret_rel")),
+                  f"{c.get('n_decided')}/{c.get('n_runs')}", _pct(c.get("mean_regret")), _pct(c.get("p90_regret")),
                   _pct(c.get("mean_fraction_saved")), _pct(c.get("stopped_before_best_rate"))] for c in comparison]
-        lines += _table(["", "rule", "runs", "median regret", "mean saved", "before best"], crows,
-                        right={2, 3, 4, 5})
+        lines += _table(["", "rule", "runs", "mean regret", "p90 regret", "mean saved", "before best"], crows,
+                        right={2, 3, 4, 5, 6})
     excluded = result.get("excluded") or []
     if excluded:
         def why(e: Mapping[str, Any]) -> str:  # the first clause: the full list of metrics is in --json
