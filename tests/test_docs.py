@@ -103,3 +103,13 @@ def test_example_script_runs_on_the_bundled_example_runs():
     out = subprocess.run([sys.executable, "examples/compare_rules.py", *runs], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     assert sum(" none " in line and "stop  never" in line for line in out.stdout.splitlines()) == len(runs)
+
+
+def test_the_screenshot_is_of_a_command_the_readme_runs():
+    import re
+
+    caption = re.search(r"!\[the page `(logsage report [^`]+)` writes", README)
+    assert caption, "the screenshot's alt text names the command that made it"
+    tour = README[README.index("## A tour"):]
+    assert caption.group(1) in tour
+    assert (Path(__file__).resolve().parent.parent / "docs" / "report-screenshot.png").is_file()
