@@ -7,7 +7,7 @@ place); `logsage tune` searches every rule over its default grid with its defaul
 (beat the HF patience 3 baseline), and the winner's parameters are written to
 `logsage/data/recommended_rule.json` with its leave-one-run-out and in-sample figures and the
 baseline's, next to the command that reproduces them. Run it again after changing a rule or a
-grid; `tests/test_tune.py` checks that the shipped file is what tune chooses on the corpora.
+grid; `tests/analysis/test_tune.py` checks that the shipped file is what tune chooses on the corpora.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def cache_options(f):
 
 
 # The names of the readers in logsage/ingest (kept here so that --help never imports
-# them; tests/test_cli.py checks that this list equals logsage.ingest.formats()).
+# them; tests/cli/test_cli.py checks that this list equals logsage.ingest.formats()).
 FORMAT_NAMES = ("trainer-state", "tensorboard", "swift", "llamafactory", "lightning", "yolo",
                 "sentence-transformers", "keras", "openai-ft", "bedrock", "dvclive", "tb-csv", "wandb", "wandb-run",
                 "trackio", "mlflow", "model-card", "torchtune", "mlx-lm", "hf-console", "wide")

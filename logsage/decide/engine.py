@@ -45,7 +45,7 @@ Semantics fixed here (and nowhere else):
   (`score_many`): per-run arrays built once, every score computed once per distinct
   stop or selection, trend and gap for every run's distinct stops in one vectorized
   pass. `engine="scan"` is the reference path - each rule's own scan and `score_one` per
-  decision (`select.score_one`) - and `tests/test_replay_fast.py` holds the two equal field for field.
+  decision (`select.score_one`) - and `tests/decide/test_replay_fast.py` holds the two equal field for field.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ per run and rule, one prototype per distinct outcome plus an index per parameter
 `Decision` objects the first time one of them is read, and `ReplayResult.column(name)` gives
 any outcome field as a (runs x rule sets) numpy array without building any object. The
 decisions are the same, field for field, as the per-decision scorer's
-(tests/test_replay_fast.py, benchmarks/bench_sweep.py).
+(tests/decide/test_replay_fast.py, benchmarks/bench_sweep.py).
 """
 
 from __future__ import annotations

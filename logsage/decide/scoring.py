@@ -25,7 +25,7 @@ Per decision (`logsage.decide.engine` calls these; all pure functions of arrays)
   `trend_runs` for many): the same moments as `linregress` (`np.cov`'s, through the
   same BLAS product), the same t statistic and the same Student-t tail
   (`scipy.special.stdtr`, what `linregress` and `scipy.stats.t.sf` evaluate), so the
-  results equal `linregress`'s bit for bit (`tests/test_scoring.py` checks it) at a
+  results equal `linregress`'s bit for bit (`tests/decide/test_scoring.py` checks it) at a
   small fraction of the cost;
 * `overfit_gap`: mean eval loss minus mean train loss near the stop: the last `w`
   (5) finite values of the monitored eval loss at or before the stop step, minus the

@@ -4,7 +4,7 @@ The reference scans in `logsage.rules` walk one sequence one evaluation at a tim
 which is the clearest statement of a rule but costs a Python loop per (run,
 parameter set). A parameter sweep over hundreds of runs asks for hundreds of
 thousands of them. Here the same decisions come from whole-array operations;
-`tests/test_sweep.py` and `tests/test_properties.py` hold every outcome (stop, best,
+`tests/decide/test_sweep.py` and `tests/decide/test_properties.py` hold every outcome (stop, best,
 reason, decidable) equal to the reference scan on random sequences with NaN, inf and
 ties, and `benchmarks/bench_sweep.py` measures the speed-up.
 

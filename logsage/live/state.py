@@ -7,7 +7,7 @@ each new evaluation in O(1), and the answer is the one the rule gives on the pre
 
 `state_for(rule, params)` gives such a state for the rules that have one (their update is
 the rule's own loop body, kept next to a test that holds it equal to the rule on every
-prefix: tests/test_watch_incremental.py); None for the others, which `logsage.live.watch`
+prefix: tests/live/test_watch_incremental.py); None for the others, which `logsage.live.watch`
 replays on the prefix instead (exact, and O(prefix) per evaluation).
 """
 
