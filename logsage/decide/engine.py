@@ -66,7 +66,7 @@ from logsage.core.history import History
 from logsage.core.names import default_mode
 from logsage.core.objective import check_mode, orient
 from logsage.decide import scoring
-from logsage.decide.result import Decision, Decisions, ReplayResult
+from logsage.decide.result import BuiltSegment, Decision, Decisions, ReplayResult, RunBlock, RunSegment
 from logsage.decide.select import (  # noqa: F401  (select_evaluation: re-exported for logsage.live)
     STAT_GETTER,
     RunContext,
@@ -93,6 +93,12 @@ from logsage.rules.base import (
 SWEEP_MIN_PARAM_SETS = 4
 
 RuleSpec = str | tuple[str, Mapping[str, Any]]
+# One run's segments: (the pair indices, their decisions) per rule, the decisions built when first read.
+Segments = list[tuple[list[int], RunSegment | BuiltSegment]]
+# One run's replay (see `_result`): its decisions (built, or (False, segments)), their summary
+# columns when the scorer kept them, and its error entry.
+PerRun = tuple[list[Decision] | tuple[bool, Segments], tuple[np.ndarray, dict[str, np.ndarray]] | None,
+               dict | None]
 
 
 # ====================================================================== low level
@@ -178,7 +184,7 @@ def decide_values(values: Sequence[float] | np.ndarray, rule: str, params: Mappi
         train_steps=None if train_steps is None else np.asarray(train_steps, dtype=np.int64),
         train_values=None if train_values is None else np.asarray(train_values, dtype=np.float64),
         budget_steps=budget_steps, budget_epochs=budget_epochs, extra=extra_oriented,
-        per_example=dict(per_example or {}),
+        per_example={step: dict(losses) for step, losses in (per_example or {}).items()},
         not_before=not_before(st, resolved["min_evals"], resolved["min_steps"]),
     )
     return run_rule(info, x, resolved, where="the sequence")
@@ -330,18 +336,18 @@ def replay(histories: Sequence[History], rules: Iterable[RuleSpec], *, metric: s
         return _result(_replay_many(list(histories), pairs, metric, mode, engine), pairs, list(histories))
 
 
-def _result(per_run: list[tuple[Any, tuple[np.ndarray, list[tuple]] | None, dict | None]],
-            pairs: list, histories: list[History]) -> ReplayResult:
+def _result(per_run: list[PerRun], pairs: list, histories: list[History]) -> ReplayResult:
     """The result from each run's (decisions - one per pair, in pair order: a list, or (False,
     [(pair indices, RunSegment), ...]) to be built when read -, their summary stats when the
     scorer kept them, error entry).
 
-    Stats are (ids, table): decision j of the run has the `scoring.STAT_FIELDS` tuple
-    table[ids[j]] (many decisions share one). Every run holds one decision per pair and
-    pairs are distinct (rule, parameters), so the summary's groups are the pairs, in
-    order, and it is computed on (runs x pairs) arrays gathered from the tables.
+    Stats are (ids, columns): decision j of the run has row ids[j] of the columns (the
+    `scoring.STAT_FIELDS` as arrays, `select.table_columns`; many decisions share one row).
+    Every run holds one decision per pair and pairs are distinct (rule, parameters), so the
+    summary's groups are the pairs, in order, and it is computed on (runs x pairs) arrays
+    gathered from the columns.
     """
-    blocks = [ds if isinstance(ds, tuple) else (True, list(ds)) for ds, _, _ in per_run]
+    blocks: list[tuple[bool, RunBlock]] = [ds if isinstance(ds, tuple) else (True, list(ds)) for ds, _, _ in per_run]
 
     def prepare() -> None:
         """Trend and gap at every run's distinct stops in one vectorized pass, before every decision is built."""
@@ -350,9 +356,8 @@ def _result(per_run: list[tuple[Any, tuple[np.ndarray, list[tuple]] | None, dict
             if built:
                 continue
             for _, seg in block:
-                ctx = getattr(seg, "ctx", None)
-                if ctx is not None:
-                    by_ctx.setdefault(id(ctx), (ctx, set()))[1].update(seg.horizons)
+                if isinstance(seg, RunSegment) and seg.ctx is not None:  # a BuiltSegment is scored already
+                    by_ctx.setdefault(id(seg.ctx), (seg.ctx, set()))[1].update(seg.horizons)
         if by_ctx:
             fill_trend_and_gap([c for c, _ in by_ctx.values()], [sorted(h) for _, h in by_ctx.values()])
 
@@ -379,7 +384,7 @@ def _result(per_run: list[tuple[Any, tuple[np.ndarray, list[tuple]] | None, dict
 
 
 def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str, Any]]], metric: str | None,
-                 mode: str | None, engine: str) -> list[tuple[list[Decision], Any, dict | None]]:
+                 mode: str | None, engine: str) -> list[PerRun]:
     """(decisions in the order asked, their summary stats or None (see `_result`), error entry or
     None) for each run.
 
@@ -391,7 +396,7 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
     if engine == "scan":
         return [(ds, None, error) for ds, error in (_replay_one(h, pairs, metric, mode) for h in histories)]
     from logsage.decide import sweep
-    results: list[tuple[list[Decision], Any, dict | None] | None] = [None] * len(histories)
+    results: list[PerRun | None] = [None] * len(histories)
     ctxs: dict[int, RunContext] = {}
     for i, history in enumerate(histories):
         try:
@@ -419,7 +424,9 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
                 per_run[i] = _outcome_arrays(info.name, _outcomes(ctx, info, param_sets), len(ctx.steps))
         plans.append((info, idx, param_sets, per_run))
     # 3. Score: one run and one rule at a time (the Decision objects are built when first read).
-    slots = {i: ([], np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
+    # Per run: its segments, the row of its summary columns for each pair, the columns per segment.
+    slots: dict[int, tuple[Segments, np.ndarray, list[dict[str, np.ndarray]]]] = {
+        i: ([], np.empty(len(pairs), dtype=np.int64), []) for i in ctxs}
     for info, idx, param_sets, per_run in plans:
         for i, (stop, best, decidable, reasons) in per_run.items():
             segs, ids, parts = slots[i]
@@ -429,7 +436,9 @@ def _replay_many(histories: list[History], pairs: list[tuple[RuleInfo, dict[str,
             segs.append((idx, seg))
     for i, (segs, ids, parts) in slots.items():
         results[i] = ((False, segs), (ids, {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}), None)
-    return results  # type: ignore[return-value]
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results)  # every run was either prepared (and scored just above) or failed to prepare
+    return done
 
 
 def _outcome_arrays(rule: str, outs: list[Outcome], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -453,11 +462,11 @@ def _replay_one(history: History, pairs: list[tuple[RuleInfo, dict[str, Any]]], 
     by_rule: dict[str, tuple[RuleInfo, list[int]]] = {}
     for i, (info, _) in enumerate(pairs):
         by_rule.setdefault(info.name, (info, []))[1].append(i)
-    outcomes: list[Outcome | None] = [None] * len(pairs)
+    outcomes: dict[int, Outcome] = {}  # pair index -> its outcome (by_rule covers every pair)
     for info, idx in by_rule.values():
         for i, outcome in zip(idx, _outcomes(ctx, info, [pairs[i][1] for i in idx])):
             outcomes[i] = outcome
-    return [score_one(ctx, info.name, params, outcome) for (info, params), outcome in zip(pairs, outcomes)], None
+    return [score_one(ctx, info.name, params, outcomes[i]) for i, (info, params) in enumerate(pairs)], None
 
 
 def replay_paths(paths: Sequence[str | os.PathLike], rules: Iterable[RuleSpec], *, metric: str | None = None,

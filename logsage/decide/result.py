@@ -18,11 +18,14 @@ import operator
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence, overload
 
 import numpy as np
 
 from logsage.core.history import History, json_safe
+
+if TYPE_CHECKING:
+    from logsage.decide.select import RunContext  # select imports this module
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ class RunSegment:
     notes: dict[int, str | None] = field(default_factory=dict)
     # Outcome fields per distinct outcome as arrays (NaN for None), for `column` without prototypes.
     key_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    # For the batched trend and gap before the build (`logsage.decide.select.fill_trend_and_gap`):
+    # the evaluation index each prototype's trend and gap reach, and the run that caches them.
+    horizons: list[int] = field(default_factory=list, compare=False, repr=False)
+    ctx: RunContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def protos(self) -> list[dict[str, Any]]:
@@ -209,7 +216,13 @@ class Decisions(Sequence[Decision]):
     def __repr__(self) -> str:
         return f"<{len(self)} decisions>"
 
-    def column(self, name: str, numeric: bool = False) -> list[Any] | np.ndarray:
+    @overload
+    def column(self, name: str, numeric: Literal[True]) -> np.ndarray: ...
+
+    @overload
+    def column(self, name: str, numeric: Literal[False] = False) -> list[list[Any]]: ...
+
+    def column(self, name: str, numeric: bool = False) -> list[list[Any]] | np.ndarray:
         """Field `name` per run and rule set: a (runs x rule sets) float array (NaN for None) when
         `numeric`, else lists; read from the scorer's arrays or prototypes where not built."""
         if numeric:

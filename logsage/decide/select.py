@@ -14,7 +14,7 @@ import math
 import operator
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import dataclasses
 import numpy as np
@@ -32,6 +32,12 @@ STAT_GETTER = operator.attrgetter(*scoring.STAT_FIELDS)  # what the summary read
 # The Decision fields that depend only on (stop, selected, decidable), in order: stop_step .. overfit_gap.
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))[5:23]
 assert _ROW_FIELDS[0] == "stop_step" and _ROW_FIELDS[-1] == "overfit_gap"
+# Their values for one (stop, selected, decidable), in that order.
+_Row = tuple[int | None, int | None, int | None, float | None, int | None, float | None, int | None, float | None,
+             float | None, float | None, float | None, int | None, float | None, float | None, bool | None,
+             float | None, float | None, float | None]
+# (trend slope, its p-value, overfit gap) up to one evaluation.
+_TrendGap = tuple[float | None, float | None, float | None]
 
 
 # ====================================================================== one run
@@ -95,7 +101,7 @@ class RunContext:
     best_index: int | None
     best_saved_index: int | None
     first_index: int | None  # the first finite evaluation: where the achievable improvement starts
-    cache: dict = field(default_factory=dict)  # horizon -> (trend slope, p-value, overfit gap)
+    cache: dict[int, _TrendGap] = field(default_factory=dict)  # horizon -> (trend slope, p-value, overfit gap)
     # For the many-decision scorer: per-run arrays built once, and the scores per distinct stop
     # and per distinct selection (many parameter sets share them).
     fast: dict = field(default_factory=dict)
@@ -236,7 +242,7 @@ def score_one(ctx: RunContext, rule: str, params: dict[str, Any], outcome: Outco
     )
 
 
-def _trend_and_gap(ctx: RunContext, horizon: int) -> tuple[float | None, float | None, float | None]:
+def _trend_and_gap(ctx: RunContext, horizon: int) -> _TrendGap:
     """Trend slope, its p-value and the overfit gap up to evaluation `horizon` (cached per run:
     a grid of many parameter sets shares a handful of distinct stops)."""
     if horizon not in ctx.cache:
@@ -274,7 +280,7 @@ def fill_trend_and_gap(ctxs: list[RunContext], horizons: list[Iterable[int]]) ->
 
 def score_many(ctx: RunContext, rule: str, param_sets: list[dict[str, Any]], stop: np.ndarray,
                 best: np.ndarray, decidable: np.ndarray, reasons: list[str] | Any
-                ) -> tuple[RunSegment | BuiltSegment, np.ndarray, list[tuple]]:
+                ) -> tuple[RunSegment | BuiltSegment, np.ndarray, dict[str, np.ndarray]]:
     """`score_one` for many outcomes of one rule on one run (stop / best as index arrays, -1 for None).
 
     The same decisions as `score_one`, field for field (tests compare them): the selection is
@@ -339,7 +345,7 @@ def score_many(ctx: RunContext, rule: str, param_sets: list[dict[str, Any]], sto
     return seg, ids, columns
 
 
-def _row_maker(ctx: RunContext) -> Any:
+def _row_maker(ctx: RunContext) -> Callable[[int, int, bool], _Row]:
     """row(stop, selected, decidable) -> the 17 fields from stop_step to overfit_gap, as `score_one`
     computes them (cached per distinct stop and per distinct selection on the run)."""
     f = _fast(ctx)
@@ -348,9 +354,15 @@ def _row_maker(ctx: RunContext) -> Any:
     best_step, best_value = (None, None) if ctx.best_index is None else (steps[ctx.best_index], raw[ctx.best_index])
     bsaved = ((None, None) if ctx.best_saved_index is None
               else (steps[ctx.best_saved_index], raw[ctx.best_saved_index]))
-    by_stop, by_sel = f.setdefault("by_stop", {}), f.setdefault("by_sel", {})
+    # (stop_step, stop_eval_index, steps_saved, fraction_saved, wall_saved_s, stopped_before_best, *trend_gap)
+    by_stop: dict[tuple[int, bool], tuple[int | None, int | None, int | None, float | None, float | None,
+                                          bool | None, float | None, float | None, float | None]]
+    by_stop = f.setdefault("by_stop", {})
+    # step, value, regret, relative regret, scale-free regret
+    by_sel: dict[int, tuple[int | None, float | None, float | None, float | None, float | None]]
+    by_sel = f.setdefault("by_sel", {})
 
-    def row(s: int, sel: int, dec: bool) -> tuple:
+    def row(s: int, sel: int, dec: bool) -> _Row:
         part = by_stop.get((s, dec))
         if part is None:
             stop_i = None if s < 0 else s

@@ -43,7 +43,6 @@ import numpy as np
 from logsage.core.errors import IngestError
 from logsage.core.history import Series
 from logsage.core.runfolder import checkpoint_step
-from logsage.ingest.follow import is_checkpoint_dir
 
 
 def _ctx():
@@ -274,7 +273,7 @@ class NewestState(_AccFollower):
     def __init__(self, reader: Any, paths: list[Path]):
         super().__init__(reader, paths)
         self._seen: dict[Path, tuple[int, int, int]] = {}  # path -> (size, mtime, inode) when read or superseded
-        self._rank: tuple | None = None
+        self._rank: tuple[int, int, bool] | None = None  # set with _has_result
         self._path: Path | None = None
         # The log_history entries read so far, as written: a view into the last file's bytes (no copy).
         self._entries: memoryview | None = None
@@ -297,7 +296,7 @@ class NewestState(_AccFollower):
                 changed.append((p, sig))
         if not changed:
             return False
-        ckpts = sorted(((state_file_step(p), p, sig) for p, sig in changed if state_file_step(p) is not None),
+        ckpts = sorted(((step, p, sig) for p, sig in changed if (step := state_file_step(p)) is not None),
                        key=lambda t: t[0], reverse=True)
         others = [(p, sig) for p, sig in changed if state_file_step(p) is None]
         updated = False
@@ -341,7 +340,7 @@ class NewestState(_AccFollower):
         self.n_full_parses += 1
         self._seen[p] = sig
         rank = self._rank_of(res.meta.get("global_step"), p, sum(len(x) for x in res.series))
-        if not self._has_result or p == self._path or rank > self._rank:
+        if not self._has_result or self._rank is None or p == self._path or rank > self._rank:
             self.acc = _Acc()
             self.acc.add_result(res)
             self._has_result, self._rank, self._path = True, rank, p
@@ -350,7 +349,7 @@ class NewestState(_AccFollower):
             return True
         return False
 
-    def _rank_of(self, step: Any, p: Path, n_points: int | None = None) -> tuple:
+    def _rank_of(self, step: Any, p: Path, n_points: int | None = None) -> tuple[int, int, bool]:
         if n_points is None:
             n_points = sum(len(x.steps) for x in self.acc.points.values())
         return (int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step)
@@ -423,7 +422,8 @@ class Appended(_AccFollower):
         self._scratch.close()
 
     def _reset(self) -> None:
-        self.offset, self.pending, self.header = 0, b"", None
+        self.offset, self.pending = 0, b""
+        self.header: bytes | None = None  # csv: the header line, once read
         self.lines_done = 0  # complete lines consumed (the header included)
         self.first_records: dict[str, bytes] = {}  # tfrecord: scalar tag -> the record that first carried it
         self._prefix, self._prefix_points = b"", 0
@@ -476,7 +476,7 @@ class Appended(_AccFollower):
         """Read complete lines; a line the reader rejects is dropped alone (named), the rest is read."""
         lines = chunk.splitlines(keepends=True)
         numbers = list(range(before + 1, before + 1 + len(lines)))  # each line's number in the file
-        head = [self.header] if self.header else []
+        head: list[bytes] = [self.header] if self.header else []
         tmp = self._scratch.dir / self.path.name
         for _ in range(len(lines) + 1):
             if not any(ln.strip() for ln in lines):
@@ -603,12 +603,13 @@ class Inventory:
         try:
             with os.scandir(self.root) as entries:
                 for e in entries:
-                    if is_checkpoint_dir(e.name) and e.is_dir():
+                    step = checkpoint_step(e.name)  # None: not a checkpoint-N folder name
+                    if step is not None and e.is_dir():
                         try:
                             mtime = e.stat().st_mtime_ns
                         except OSError:
                             continue
-                        found.append((checkpoint_step(e.name), e.name, mtime))
+                        found.append((step, e.name, mtime))
         except OSError:
             return []
         found.sort()

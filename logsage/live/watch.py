@@ -317,6 +317,13 @@ class _Decision:
     """What the advice reads of a decision (the fast path builds it without a replay)."""
 
     __slots__ = ("decidable", "stop_eval_index", "stop_step", "selected_step", "selected_value", "note", "_reason")
+    decidable: bool
+    stop_eval_index: int | None
+    stop_step: int | None
+    selected_step: int | None
+    selected_value: float | None
+    note: str | None
+    _reason: str | Callable[[], str]  # the rule's sentence, or what words it when first read
 
     def __init__(self, **kw: Any):
         for k, v in kw.items():
@@ -340,7 +347,7 @@ class _FastPath:
         self.oriented: list[float] = []
         self.state = state
         self.info = info
-        self.best = None  # hindsight best so far (index), for "N since the best"
+        self.best: int | None = None  # hindsight best so far (index), for "N since the best"
         self.best_v = math.inf
         # The same as arrays (grown by doubling), so that each advice reads views, not copies.
         self._steps_arr = np.empty(64, dtype=np.int64)
@@ -455,6 +462,7 @@ class _FastPath:
         from logsage.live.state import state_for
 
         st = state_for(self.info.name, self.state_params())
+        assert st is not None  # this rule has a state: `start` made the fast path only because it has one
         for i in range(t + 1):
             st.push(self.oriented[i], self.steps[i])
         return st.outcome()

@@ -198,7 +198,8 @@ def plan_adapter(config: dict[str, Any], state: dict[str, Any], base: dict[str, 
         if A.dim() != 2 or B.dim() != 2:
             raise ExportError(f"adapter module {module}: LoRA on a {A.dim()}-d weight (convolution?) is not supported")
         weight = f"{module}.weight"
-        if base_shape(weight) is None:
+        base_wshape = base_shape(weight)
+        if base_wshape is None:
             raise ExportError(f"adapter targets {module}, but the base has no tensor {weight!r}; "
                               "is --base the model this adapter was trained on?")
         r = int(_pattern_value(config.get("rank_pattern") or {}, module, r_default))
@@ -207,7 +208,7 @@ def plan_adapter(config: dict[str, Any], state: dict[str, Any], base: dict[str, 
         if rank != r:
             raise ExportError(f"adapter module {module}: rank {rank} in the weights, r={r} in adapter_config.json")
         scaling = alpha / math.sqrt(r) if rslora else alpha / r
-        wshape = tuple(plan.replace[weight].shape) if weight in plan.replace else base_shape(weight)
+        wshape = tuple(plan.replace[weight].shape) if weight in plan.replace else base_wshape
         # A is (r, in) and B (out, r); an embedding's lora_embedding_A is (r, vocab) and B (dim, r).
         expect = (A.shape[1], B.shape[0]) if (fifo or is_emb) else (B.shape[0], A.shape[1])
         if tuple(wshape) != expect:
@@ -343,7 +344,9 @@ class OutTensor:
     name: str
     dtype: str  # safetensors code
     shape: tuple[int, ...]
-    source: TensorEntry | None  # base tensor it comes from (None: from the adapter only)
+    # The base tensor its bytes come from (for a tied head the base does not store, the input
+    # embedding: `plan_layout` writes every output tensor from one base tensor).
+    source: TensorEntry
     how: str  # "copy" | "cast" | "lora" | "bias" | "replace"
 
     @property
@@ -415,7 +418,12 @@ def plan_layout(base: dict[str, TensorEntry], plan: AdapterPlan, out_code: str, 
             raise ExportError(f"the adapter changes {name}, which the base does not have")
     # A resized embedding / head (added tokens) changes the vocabulary size.
     for name, t in plan.replace.items():
-        if name in (emb, head) and t.shape[0] != base.get(name, base.get(emb or "", None)).shape[0]:
+        if name not in (emb, head):
+            continue
+        held = base.get(name, base.get(emb or "", None))
+        # A head the base does not store is tied to the embedding (emb is set): otherwise it raised above.
+        assert held is not None
+        if t.shape[0] != held.shape[0]:
             updates["vocab_size"] = int(t.shape[0])
     return outs, updates, warnings
 

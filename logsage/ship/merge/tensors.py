@@ -58,7 +58,8 @@ def read_tensor(entry: TensorEntry, rows: slice | None = None, *, into=None):
     if nbytes:
         with open(entry.file, "rb") as f:
             f.seek(start)
-            got = f.readinto(memoryview(buf.numpy()))
+            # .data is memoryview(array), typed as one (numpy's stubs make ndarray a Buffer only on 3.12+)
+            got = f.readinto(buf.numpy().data)
         if got != nbytes:
             raise CheckpointError(f"{entry.file}: cut short while reading tensor {entry.name!r}")
     return buf.view(dtype).reshape(shape)

@@ -7,7 +7,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from logsage.core.errors import CheckpointError, ExportError
 from logsage.core.safetensors import ITEMSIZE
@@ -38,6 +38,10 @@ from logsage.ship.merge.tensors import (
     read_header,
     read_tensor,
 )
+
+if TYPE_CHECKING:
+    import ctypes
+
 
 def _add_into(out, W, chunk: int = 1 << 20):
     """out += W (W in any float dtype), in row blocks: a mixed-dtype in-place add converts its whole
@@ -171,7 +175,7 @@ def _release_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-_LIBC = None
+_LIBC: ctypes.CDLL | Literal[False] | None = None  # None: not loaded yet; False: not glibc
 
 
 class _Stats:
