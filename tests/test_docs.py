@@ -113,3 +113,15 @@ def test_the_screenshot_is_of_a_command_the_readme_runs():
     tour = README[README.index("## A tour"):]
     assert caption.group(1) in tour
     assert (Path(__file__).resolve().parent.parent / "docs" / "report-screenshot.png").is_file()
+
+
+def test_the_readme_python_api_uses_only_public_names():
+    import re
+
+    import logsage
+
+    section = README[README.index("## Python API"):README.index("## What a run is")]
+    code = section[section.index("```python"):section.index("```", section.index("```python") + 9)]
+    used = set(re.findall(r"\blogsage\.([A-Za-z_]+)", code))
+    assert used and used <= set(logsage.__all__), used - set(logsage.__all__)
+    assert "from logsage." not in code  # the stages come from `logsage` itself
