@@ -15,7 +15,7 @@ from typing import Any, Callable
 import click
 
 from logsage.cli.output import emit_json, json_option
-from logsage.train.config import FIELDS, PRESETS, _type_of, cli_flag, help_with_default
+from logsage.train.config import FIELDS, PRESETS, field_type_name, cli_flag, help_with_default
 
 # Options with a shape of their own; every other TrainConfig field becomes --<name>.
 _SPECIAL = {"data", "eval_data", "early_stop", "resume_from_checkpoint", "output"}
@@ -26,7 +26,7 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
         if name in _SPECIAL:
             continue
         fld = FIELDS[name]
-        kind = _type_of(fld)
+        kind = field_type_name(fld)
         help_text = help_with_default(name)
         flag = cli_flag(name)
         choices = fld.metadata.get("choices")

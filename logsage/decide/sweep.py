@@ -245,16 +245,13 @@ def _hf_counters(batch: Batch, param_sets: Sequence[Mapping[str, Any]], stop: np
 
 
 def _hf_words(param_sets: Sequence[Mapping[str, Any]]) -> dict[str, list]:
-    """Per parameter set, the parts of the reason that do not depend on the run (see `_assemble`)."""
-    from logsage.rules._common import evals, num
+    """Per parameter set, the parts of the reason that do not depend on the run (see `_assemble`),
+    as the rule words them (`logsage.rules.library.hf_reason_words`)."""
+    from logsage.rules.library import hf_reason_words
 
-    first, second, never = [], [], []
-    for ps in param_sets:
-        patience, thr = int(ps["patience"]), num(float(ps["threshold"]))
-        first.append(f" did not improve by more than {thr} for ")
-        second.append(f" (patience {patience}) at step ")
-        never.append(f" never went {evals(patience)} without a gain above {thr} in ")
-    return {"first": first, "second": second, "never": never}
+    words = [hf_reason_words(int(ps["patience"]), float(ps["threshold"])) for ps in param_sets]
+    return {"first": [w.first for w in words], "second": [w.second for w in words],
+            "never": [w.never for w in words]}
 
 
 def _with_metric(words: dict[str, list], metric: str, cache: dict) -> dict[str, list]:
@@ -283,7 +280,7 @@ def _assemble(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.n
     """The stopped form of every reason: first + "<count> evaluation(s)" + second + "<stop step><best
     text>", the count and the tail worded once per distinct value and each reason one join
     (the caller rewrites the ones that did not stop)."""
-    from logsage.rules._common import evals
+    from logsage.rules.common import evals
 
     n1 = len(x.values) + 1
     counts = {c: evals(c) for c in np.unique(counter).tolist()}
@@ -296,8 +293,9 @@ def _assemble(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.n
 
 def _hf_reasons(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.ndarray,
                 counter: np.ndarray, cache: dict) -> list[str]:
-    """One run's reasons, worded exactly as logsage.rules.library.hf (tests compare the two)."""
-    from logsage.rules._common import evals, shown
+    """One run's reasons, assembled from the words hf declares (`hf_reason_words`, `HF_STOPS_AT_ONCE`)."""
+    from logsage.rules.common import evals, shown
+    from logsage.rules.library import HF_STOPS_AT_ONCE
 
     words = _with_metric(words, x.metric, cache)
     best_txt = _best_texts(lambda b: "; best " + (shown(x, b) if b >= 0 else "none (no finite evaluation)"))
@@ -306,7 +304,7 @@ def _hf_reasons(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np
     for k in np.flatnonzero((stop < 0) | ((stop == 0) & (counter == 0))).tolist():
         b, c = int(best[k]), int(counter[k])
         if stop[k] == 0:
-            out[k] = "patience 0: HF stops right after the first evaluation" + best_txt(b)
+            out[k] = HF_STOPS_AT_ONCE + best_txt(b)
         else:
             out[k] = f"{never[k]}{total} (counter {c} at the end){best_txt(b)}"
     return out
@@ -515,30 +513,20 @@ def _patience_counters(batch: Batch, param_sets: Sequence[Mapping[str, Any]], st
 
 
 def _patience_words(param_sets: Sequence[Mapping[str, Any]]) -> dict[str, list]:
-    """Per parameter set, the parts of the reason that do not depend on the run (see `_assemble`)."""
-    from logsage.rules._common import evals
-    from logsage.rules.patience import delta_words
+    """Per parameter set, the parts of the reason that do not depend on the run (see `_assemble`),
+    as the rule words them (`logsage.rules.patience.patience_reason_words`)."""
+    from logsage.rules.patience import patience_reason_words
 
-    first, second, never, degradation = [], [], [], []
-    for ps in param_sets:
-        patience = int(ps["patience"])
-        delta = delta_words(float(ps["min_delta"]), bool(ps["relative"]))
-        degradation.append(ps["definition"] == "degradation")
-        if degradation[-1]:
-            first.append(f" was worse than its best by more than {delta} for ")
-            second.append(f" in a row (patience {patience}) at step ")
-            never.append(f" was never worse than its best by more than {delta} for {evals(patience)} in a row in ")
-        else:
-            first.append(f" did not improve by more than {delta} for ")
-            second.append(f" (patience {patience}) at step ")
-            never.append(f" never went {evals(patience)} without improving by more than {delta} in ")
-    return {"first": first, "second": second, "never": never, "degradation": degradation}
+    words = [patience_reason_words(int(ps["patience"]), float(ps["min_delta"]), bool(ps["relative"]),
+                                   ps["definition"]) for ps in param_sets]
+    return {"first": [w.first for w in words], "second": [w.second for w in words],
+            "never": [w.never for w in words], "degradation": [ps["definition"] == "degradation" for ps in param_sets]}
 
 
 def _patience_reasons(x: RuleInput, words: dict[str, list], stop: np.ndarray, best: np.ndarray,
                       counter: np.ndarray, cache: dict) -> list[str]:
-    """One run's reasons, worded exactly as logsage.rules.patience.patience_rule (tests compare the two)."""
-    from logsage.rules._common import best_phrase, check_series, evals
+    """One run's reasons, assembled from the words the patience rule declares (`patience_reason_words`)."""
+    from logsage.rules.common import best_phrase, check_series, evals
 
     bad = check_series(x, "patience")
     if bad is not None:

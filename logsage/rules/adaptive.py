@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from logsage.rules._common import (
+from logsage.rules.common import (
     at_least,
     best_phrase,
     check_series,

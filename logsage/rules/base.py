@@ -452,13 +452,14 @@ def rules_table_markdown() -> str:
 
 
 def rule_modules() -> list[str]:
-    """The rule family modules of this package (every public module of logsage.rules but the contract)."""
+    """The rule family modules of this package (every public module of logsage.rules but the contract
+    and the helpers)."""
     import pkgutil
 
     import logsage.rules as pkg
 
     found = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")
-                   and m.name != "base")
+                   and m.name not in ("base", "common"))  # the contract and the helpers
     # The library rules first: the ones people know (and `all` lists them first).
     return sorted(found, key=lambda m: m != "library")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from logsage.rules._common import at_least, best_phrase, check_series, evals, finite_at_least, num
+from logsage.rules.common import at_least, best_phrase, check_series, evals, finite_at_least, num
 from logsage.rules.base import Outcome, RuleInput, rule
 
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from logsage.rules._common import at_least, best_index_upto, best_phrase, evals, num, require, undecidable
+from logsage.rules.common import at_least, best_index_upto, best_phrase, evals, num, require, undecidable
 from logsage.rules.base import Outcome, RuleInput, rule
 
 

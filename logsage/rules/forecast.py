@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from logsage.rules._common import at_least, best_phrase, check_series, evals, finite_at_least, num, require
+from logsage.rules.common import at_least, best_phrase, check_series, evals, finite_at_least, num, require
 from logsage.rules.base import Outcome, RuleInput, rule
 
 _SQRT2 = math.sqrt(2.0)

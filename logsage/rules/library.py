@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from logsage.rules._common import (
+from logsage.rules.common import (
+    ReasonWords,
     at_least,
     best_phrase,
     evals,
@@ -91,14 +92,27 @@ def hf(x: RuleInput, *, patience: int = 1, threshold: float = 0.0) -> Outcome:
             best_index = t
         if counter >= patience and t >= x.not_before:
             if t == 0 and counter == 0:
-                why = "patience 0: HF stops right after the first evaluation"
+                why = HF_STOPS_AT_ONCE
             else:
-                why = (f"{x.metric} did not improve by more than {num(threshold)} for "
-                       f"{evals(counter)} (patience {patience}) at step {int(x.steps[t])}")
+                words = hf_reason_words(patience, threshold)
+                why = f"{x.metric}{words.first}{evals(counter)}{words.second}{int(x.steps[t])}"
             return Outcome(t, best_index, f"{why}; best {_hf_best(x, best_index)}")
+    words = hf_reason_words(patience, threshold)
     return Outcome(None, best_index,
-                   f"{x.metric} never went {evals(patience)} without a gain above {num(threshold)} "
-                   f"in {evals(len(vals))} (counter {counter} at the end); best {_hf_best(x, best_index)}")
+                   f"{x.metric}{words.never}{evals(len(vals))} (counter {counter} at the end); "
+                   f"best {_hf_best(x, best_index)}")
+
+
+HF_STOPS_AT_ONCE = "patience 0: HF stops right after the first evaluation"
+
+
+def hf_reason_words(patience: int, threshold: float) -> ReasonWords:
+    """hf's reasons, worded once: "<metric>" + first + "<n evaluations>" + second + "<step>" when it
+    stops, "<metric>" + never + "<n evaluations> (counter c at the end)" when it does not. The scan
+    above and the vectorized sweep (`logsage.decide.sweep`) both word their reasons with these."""
+    thr = num(threshold)
+    return ReasonWords(f" did not improve by more than {thr} for ", f" (patience {patience}) at step ",
+                       f" never went {evals(patience)} without a gain above {thr} in ")
 
 
 def _f32(v: float) -> float:

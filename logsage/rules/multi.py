@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from logsage.core.names import canonical_name
-from logsage.rules._common import (
+from logsage.rules.common import (
     at_least,
     evals,
     finite_at_least,

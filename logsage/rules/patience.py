@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from logsage.rules._common import at_least, best_phrase, check_series, evals, finite_at_least, num, require
+from logsage.rules.common import (ReasonWords, at_least, best_phrase, check_series, evals, finite_at_least, num,
+                                   require)
 from logsage.rules.base import Outcome, RuleInput, rule
 
 DEFINITIONS = ("no-improvement", "degradation")
@@ -89,6 +90,18 @@ def degradation_scan(vals: Sequence[float], patience: int, min_delta: float, *, 
     return Scan(None, best_index, count)
 
 
+def patience_reason_words(patience: int, min_delta: float, relative: bool, definition: str) -> ReasonWords:
+    """patience's reasons, worded once: "<metric>" + first + "<n evaluations>" + second + "<step>" when
+    it stops, "<metric>" + never + "<n evaluations>" (and the count, for no-improvement) when it does
+    not. The scan and the vectorized sweep (`logsage.decide.sweep`) both word their reasons with these."""
+    delta = delta_words(min_delta, relative)
+    if definition == "degradation":
+        return ReasonWords(f" was worse than its best by more than {delta} for ", f" in a row (patience {patience}) at step ",
+                           f" was never worse than its best by more than {delta} for {evals(patience)} in a row in ")
+    return ReasonWords(f" did not improve by more than {delta} for ", f" (patience {patience}) at step ",
+                       f" never went {evals(patience)} without improving by more than {delta} in ")
+
+
 def delta_words(min_delta: float, relative: bool) -> str:
     return f"{num(min_delta * 100)}% of the best" if relative else num(min_delta)
 
@@ -133,22 +146,18 @@ def patience_rule(x: RuleInput, *, patience: int = 3, min_delta: float = 0.0, re
         return bad
     vals = x.values.tolist()
     n = len(vals)
-    delta = delta_words(min_delta, relative)
+    words = patience_reason_words(patience, min_delta, relative, definition)
     if definition == "degradation":
         s = degradation_scan(vals, patience, min_delta, relative=relative, not_before=x.not_before)
         if s.stop is not None:
             return Outcome(s.stop, s.best_index,
-                           f"{x.metric} was worse than its best by more than {delta} for {evals(s.count)} in a "
-                           f"row (patience {patience}) at step {int(x.steps[s.stop])}; "
+                           f"{x.metric}{words.first}{evals(s.count)}{words.second}{int(x.steps[s.stop])}; "
                            f"{best_phrase(x, s.best_index)}")
-        return Outcome(None, s.best_index,
-                       f"{x.metric} was never worse than its best by more than {delta} for {evals(patience)} "
-                       f"in a row in {evals(n)}; {best_phrase(x, s.best_index)}")
+        return Outcome(None, s.best_index, f"{x.metric}{words.never}{evals(n)}; {best_phrase(x, s.best_index)}")
     s = no_improvement_scan(vals, [patience] * n, [min_delta] * n, relative=relative, not_before=x.not_before)
     if s.stop is not None:
         return Outcome(s.stop, s.best_index,
-                       f"{x.metric} did not improve by more than {delta} for {evals(s.count)} "
-                       f"(patience {patience}) at step {int(x.steps[s.stop])}; {best_phrase(x, s.best_index)}")
+                       f"{x.metric}{words.first}{evals(s.count)}{words.second}{int(x.steps[s.stop])}; "
+                       f"{best_phrase(x, s.best_index)}")
     return Outcome(None, s.best_index,
-                   f"{x.metric} never went {evals(patience)} without improving by more than {delta} "
-                   f"in {evals(n)} (count {s.count} at the end); {best_phrase(x, s.best_index)}")
+                   f"{x.metric}{words.never}{evals(n)} (count {s.count} at the end); {best_phrase(x, s.best_index)}")

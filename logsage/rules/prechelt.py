@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from logsage.rules._common import (
+from logsage.rules.common import (
     at_least,
     best_index_upto,
     best_phrase,

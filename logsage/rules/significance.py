@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from logsage.rules._common import (
+from logsage.rules.common import (
     at_least,
     best_phrase,
     evals,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from logsage.rules._common import (
+from logsage.rules.common import (
     at_least,
     best_index_upto,
     best_phrase,

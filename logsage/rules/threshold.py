@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from logsage.rules._common import (
+from logsage.rules.common import (
     best_index_upto,
     best_phrase,
     check_series,

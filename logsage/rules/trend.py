@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from logsage.rules._common import (
+from logsage.rules.common import (
     at_least,
     best_index_upto,
     best_phrase,

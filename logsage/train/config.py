@@ -177,7 +177,7 @@ def _closest(name: str, choices: list[str]) -> str:
     return f"; did you mean {hit[0]!r}?" if hit else f"; valid keys: {', '.join(choices)}"
 
 
-def _type_of(f: dataclasses.Field) -> str:
+def field_type_name(f: dataclasses.Field) -> str:
     t = str(f.type)
     for name in ("list", "bool", "int", "float", "str"):
         if t.startswith(name):
@@ -188,7 +188,7 @@ def _type_of(f: dataclasses.Field) -> str:
 def coerce_value(name: str, raw: Any, *, where: str = "") -> Any:
     """Type-check and convert one setting (from YAML or the command line)."""
     f = FIELDS[name]
-    kind = _type_of(f)
+    kind = field_type_name(f)
     optional = "None" in str(f.type)
     prefix = f"{where}: " if where else ""
     if raw is None:

@@ -7,6 +7,7 @@ messages uniform ("rule hf: patience must be >= 0, got -1").
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,6 +74,14 @@ def to_oriented(x: RuleInput, value: float) -> float:
 
 def best_phrase(x: RuleInput, best_index: int | None) -> str:
     return f"best {shown(x, best_index)}" if best_index is not None else "no finite best"
+
+
+class ReasonWords(NamedTuple):
+    """The run-independent parts of a counting rule's reason (see each rule's `*_reason_words`)."""
+
+    first: str  # after the metric's name, before the count: " did not improve by more than 0.0001 for "
+    second: str  # after the count, before the stop step: " (patience 3) at step "
+    never: str  # after the metric's name when it never stops, before the total: " never went 3 ... in "
 
 
 def evals(n: int) -> str:
