@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
@@ -86,6 +86,48 @@ def console_lines(path: Path) -> Iterator[tuple[int, str]]:
                 part = part.rstrip("\n")
                 if part:
                     yield lineno, _ANSI.sub("", part) if "\x1b" in part else part
+
+
+BAD_LINE = object()  # what a line parser returns for a record line it cannot read (counted, skipped)
+
+
+def read_step_lines(paths: list[Path], *, format: str, precision: str,
+                    parse: Callable[[str], Any], other: Sequence[str], canonical_other: Callable[[str], str],
+                    what: str) -> ReadResult:
+    """The reader of a console format with one `<step> <fields>` record per line (MLX-LM, torchtune):
+    `parse(text)` gives (step, [(name, value)]) for a record, None for a line to ignore, or
+    `BAD_LINE` for a record line it cannot read (counted in a `dropped_record` cleanup, named by
+    line); `other` names bookkeeping fields (kind "other", canonical name `canonical_other(name)`).
+    A file without one record is a one-line error naming `what` the format's lines look like."""
+    res = ReadResult(format=format, precision=precision)
+    points = PointCollector(format=format, precision=precision)
+    for path in sorted(paths, key=natural_key):
+        file = str(path)
+        res.files.append(file)
+        bad: list[int] = []
+        n = 0
+        for lineno, text in console_lines(path):
+            got = parse(text)
+            if got is None:
+                continue
+            if got is BAD_LINE:
+                bad.append(lineno)
+                continue
+            step, fields = got
+            n += 1
+            for name, _ in fields:
+                if name in other:
+                    points.name_as(name, canonical=canonical_other(name), kind="other")
+            points.add_fields(step, fields, file=file)
+        if not n:
+            raise IngestError(f"{path}: holds no {what} lines; pass --format to pick another reader")
+        if bad:
+            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+            res.cleanups.append(Cleanup("dropped_record", f"{len(bad)} line(s) that are not {what} skipped "
+                                        f"(line {shown})", file=file, count=len(bad)))
+    res.series, cleanups = points.build()
+    res.cleanups.extend(cleanups)
+    return res
 
 
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:

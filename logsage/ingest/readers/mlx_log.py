@@ -19,11 +19,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from logsage.core.errors import IngestError
-from logsage.core.history import Cleanup
+from typing import Any
+
 from logsage.ingest.readers.base import ReadContext, ReadResult
-from logsage.ingest.readers.console_log import CONSOLE_SUFFIXES, console_lines, sniff
-from logsage.ingest.text import PointCollector, natural_key
+from logsage.ingest.readers.console_log import BAD_LINE, CONSOLE_SUFFIXES, read_step_lines, sniff
 
 FORMAT = "mlx-lm"
 DESCRIPTION = "console of an MLX-LM fine-tune (Iter N: Train loss ..., Val loss ...)"
@@ -41,40 +40,21 @@ def claims(path: Path, head: bytes) -> bool:
     return len(_SIGNATURE.findall(sniff(path, head))) >= 2
 
 
+def parse_line(text: str) -> Any:
+    """(iteration, [(name, value)]) of an `Iter N: Name value, ...` line; None for console noise;
+    BAD_LINE when one part is not `Name value` (the whole line is unreadable then)."""
+    m = _LINE.match(text)
+    if m is None:
+        return None
+    fields: list[tuple[str, float]] = []
+    for part in m[2].split(", "):
+        f = _FIELD.match(part.strip())
+        if f is None:
+            return BAD_LINE
+        fields.append((re.sub(r"\s+", "_", f[1].strip()).lower(), float(f[2])))
+    return (int(m[1]), fields) if fields else BAD_LINE
+
+
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
-    res = ReadResult(format=FORMAT, precision=PRECISION)
-    points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        bad: list[int] = []
-        n = 0
-        for lineno, text in console_lines(path):
-            m = _LINE.match(text)
-            if m is None:
-                continue
-            fields: list[tuple[str, float]] = []
-            for part in m[2].split(", "):
-                f = _FIELD.match(part.strip())
-                if f is None:
-                    fields = []  # one part that is not "Name value" makes the whole line unreadable
-                    break
-                name = re.sub(r"\s+", "_", f[1].strip()).lower()
-                fields.append((name, float(f[2])))
-            if not fields:
-                bad.append(lineno)
-                continue
-            n += 1
-            for name, _ in fields:
-                if name in _OTHER:
-                    points.name_as(name, canonical=name.replace("/", "_per_"), kind="other")
-            points.add_fields(int(m[1]), fields, file=file)
-        if not n:
-            raise IngestError(f"{path}: holds no 'Iter N: ...' lines of MLX-LM; pass --format to pick another reader")
-        if bad:
-            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-            res.cleanups.append(Cleanup("dropped_record", f"{len(bad)} 'Iter' line(s) that do not parse skipped "
-                                        f"(line {shown})", file=file, count=len(bad)))
-    res.series, cleanups = points.build()
-    res.cleanups.extend(cleanups)
-    return res
+    return read_step_lines(paths, format=FORMAT, precision=PRECISION, parse=parse_line, other=_OTHER,
+                           canonical_other=lambda name: name.replace("/", "_per_"), what="'Iter N: ...' (MLX-LM)")

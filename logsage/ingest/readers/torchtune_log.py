@@ -18,11 +18,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from logsage.core.errors import IngestError
-from logsage.core.history import Cleanup
+from typing import Any
+
 from logsage.ingest.readers.base import ReadContext, ReadResult
-from logsage.ingest.readers.console_log import console_lines
-from logsage.ingest.text import PointCollector, natural_key
+from logsage.ingest.readers.console_log import BAD_LINE, read_step_lines
 
 FORMAT = "torchtune"
 DESCRIPTION = "torchtune DiskLogger log_*.txt (Step N | loss:... lr:...)"
@@ -40,43 +39,22 @@ def claims(path: Path, head: bytes) -> bool:
             and len(_SIGNATURE.findall(head)) >= 2)
 
 
+def parse_line(text: str) -> Any:
+    """(step, [(name, value)]) of a `Step N | name:value ...` line; None for a blank line; BAD_LINE
+    for any other line, or one with a token that is not name:value."""
+    m = _LINE.match(text.strip())
+    if m is None:
+        return BAD_LINE if text.strip() else None
+    fields: list[tuple[str, str]] = []
+    for token in m[2].split():
+        name, sep, value = token.rpartition(":")
+        if not sep or not name:
+            return BAD_LINE
+        t = _TENSOR.match(value)
+        fields.append((name, t[1] if t else value))
+    return (int(m[1]), fields) if fields else BAD_LINE
+
+
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
-    res = ReadResult(format=FORMAT, precision=PRECISION)
-    points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        bad: list[int] = []
-        n = 0
-        for lineno, text in console_lines(path):
-            m = _LINE.match(text.strip())
-            if m is None:
-                if text.strip():
-                    bad.append(lineno)
-                continue
-            fields: list[tuple[str, str]] = []
-            for token in m[2].split():
-                name, sep, value = token.rpartition(":")
-                if not sep or not name:
-                    fields = []  # one token that is not name:value makes the whole line unreadable
-                    break
-                t = _TENSOR.match(value)
-                fields.append((name, t[1] if t else value))
-            if not fields:
-                bad.append(lineno)
-                continue
-            n += 1
-            for name, _ in fields:
-                if name in _OTHER:
-                    points.name_as(name, canonical=name, kind="other")
-            points.add_fields(int(m[1]), fields, file=file)
-        if not n:
-            raise IngestError(f"{path}: holds no 'Step N | name:value' lines of torchtune's DiskLogger; "
-                              "pass --format to pick another reader")
-        if bad:
-            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-            res.cleanups.append(Cleanup("dropped_record", f"{len(bad)} line(s) that are not 'Step N | name:value' "
-                                        f"skipped (line {shown})", file=file, count=len(bad)))
-    res.series, cleanups = points.build()
-    res.cleanups.extend(cleanups)
-    return res
+    return read_step_lines(paths, format=FORMAT, precision=PRECISION, parse=parse_line, other=_OTHER,
+                           canonical_other=lambda name: name, what="'Step N | name:value' (torchtune DiskLogger)")
