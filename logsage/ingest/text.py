@@ -77,6 +77,15 @@ def as_step(value: Any) -> int | None:
     return int(v)
 
 
+def row_step(path: Any, lineno: int, cell: str, what: str = "step") -> int | None:
+    """The integer step of a table row; None for a blank cell (the caller counts the row); a cell
+    that is not an integer is a one-line error naming the file, the line and the fix."""
+    step = as_step(cell)
+    if step is None and cell.strip():
+        raise IngestError(f"{path}:{lineno}: {what} {cell!r} is not an integer; repair that row and read it again")
+    return step
+
+
 def plain(obj: Any) -> Any:
     """YAML-loaded metadata made JSON-ready: dates and other objects become strings (for `--json`)."""
     if isinstance(obj, dict):

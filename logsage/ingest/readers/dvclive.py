@@ -18,7 +18,7 @@ from pathlib import Path
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
 from logsage.ingest.readers.base import ReadContext, ReadResult, to_float
-from logsage.ingest.text import PointCollector, as_step, find_column, natural_key, read_csv
+from logsage.ingest.text import PointCollector, find_column, natural_key, read_csv, row_step
 
 FORMAT = "dvclive"
 DESCRIPTION = "DVCLive dvclive/plots/metrics/**.tsv (metric name from the path) + metrics.json"
@@ -59,11 +59,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
                               "not a DVCLive metric file - pass --format to pick another reader")
         steps, cells, no_step = [], [], 0
         for lineno, row in table.rows:
-            step = as_step(row[step_col])
+            step = row_step(path, lineno, row[step_col])
             if step is None:
-                if row[step_col].strip():
-                    raise IngestError(f"{path}:{lineno}: step {row[step_col]!r} is not an integer; "
-                                      "repair that row and read it again")
                 no_step += 1
                 continue
             steps.append(step)

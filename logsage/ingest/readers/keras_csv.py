@@ -34,8 +34,8 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError, UsageError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import (PointCollector, as_step, header_of, natural_key, read_csv, sniff_delimiter,
-                                  unnamed_cleanup)
+from logsage.ingest.text import (PointCollector, header_of, natural_key, read_csv, row_step, sniff_delimiter,
+                                 unnamed_cleanup)
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "keras"
@@ -73,11 +73,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
         sessions: list[list[tuple[int, list[str]]]] = [[]]  # per session: (epoch, cells)
         starts: list[int] = []  # line number where each session starts
         for lineno, cells in table.rows:
-            epoch = as_step(cells[0])
+            epoch = row_step(path, lineno, cells[0], "epoch")
             if epoch is None:
-                if cells[0].strip():
-                    raise IngestError(f"{path}:{lineno}: epoch {cells[0]!r} is not an integer; "
-                                      "repair that row and read it again")
                 blank += 1
                 continue
             if epoch < 0:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import (HF_SUMMARY_KEYS, PointCollector, as_step, find_column, header_of, natural_key, plain,
-                                  read_csv, unnamed_cleanup)
+from logsage.ingest.text import (HF_SUMMARY_KEYS, PointCollector, find_column, header_of, natural_key, plain,
+                                 read_csv, row_step, unnamed_cleanup)
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "lightning"
@@ -88,11 +88,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
         if unnamed is not None:
             res.cleanups.append(unnamed)
         for lineno, cells in table.rows:
-            step = as_step(cells[step_col])
+            step = row_step(path, lineno, cells[step_col])
             if step is None:
-                if cells[step_col].strip():
-                    raise IngestError(f"{path}:{lineno}: step {cells[step_col]!r} is not an integer; "
-                                      "repair that row and read it again")
                 no_step += 1
                 continue
             steps_here.append(step)

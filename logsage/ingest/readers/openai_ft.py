@@ -28,7 +28,7 @@ from pathlib import Path
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
 from logsage.ingest.readers.base import ReadContext, ReadResult
-from logsage.ingest.text import PointCollector, as_step, find_column, header_of, natural_key, read_csv
+from logsage.ingest.text import PointCollector, find_column, header_of, natural_key, read_csv, row_step
 
 FORMAT = "openai-ft"
 DESCRIPTION = "OpenAI / Azure OpenAI fine-tuning results CSV (step,train_loss,...,full_valid_loss)"
@@ -77,11 +77,8 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
         has_full = "full_valid_loss" in table.header
         steps, rows, no_step = [], [], 0
         for lineno, cells in table.rows:
-            step = as_step(cells[step_col].strip())
+            step = row_step(path, lineno, cells[step_col])
             if step is None:
-                if cells[step_col].strip():
-                    raise IngestError(f"{path}:{lineno}: step {cells[step_col]!r} is not an integer; "
-                                      "repair that row and read it again")
                 no_step += 1
                 continue
             steps.append(step)

@@ -70,7 +70,6 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
 
 def _read_file(path: Path, points: PointCollector, res: ReadResult) -> str | None:
     """Add one run file's history to `points`; returns the run's id (None when the file does not say)."""
-    file = str(path)
     run_id: str | None = None
     try:
         data = path.read_bytes()
