@@ -126,11 +126,7 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def _is_checkpoint_dir(name: str) -> bool:
-    return checkpoint_step(name) is not None  # the one checkpoint-name rule (logsage.core.runfolder)
-
-
-class _Skipped:
+class SkippedFiles:
     """Files of a run folder that are not read, by reason: one cleanup per file while they are few,
     one summary per reason (count and a few examples) when a folder holds thousands."""
 
@@ -162,9 +158,14 @@ class _Skipped:
             return str(f)
 
 
-def _walk(root: Path, history: History, skipped: _Skipped) -> Iterator[Path]:
+def walk_run(root: Path, history: History, skipped: SkippedFiles, *, skip_checkpoints: set[str] | None = None,
+          found_checkpoint: set[str] | None = None) -> Iterator[Path]:
     """Regular files of a run folder, sorted, depth first; a checkpoint-N/ folder contributes only
     its trainer_state.json.
+
+    For a follower that lists the folder again and again (`logsage.ingest.follow.run_files`):
+    `skip_checkpoints` names top-level folders not to list again, and `found_checkpoint` is
+    filled with the checkpoint folders whose trainer_state.json was listed.
 
     Iterative (a folder 1,200 levels deep is no RecursionError); symlinked folders are not
     followed (no loops); FIFOs, devices, sockets and broken or looping links are skipped and
@@ -184,7 +185,7 @@ def _walk(root: Path, history: History, skipped: _Skipped) -> Iterator[Path]:
             history.warnings.append(msg)
             history.cleanups.append(Cleanup("skipped_file", msg, file=str(here)))
             continue
-        in_checkpoint = bool(parts) and _is_checkpoint_dir(parts[0])
+        in_checkpoint = bool(parts) and (checkpoint_step(parts[0]) is not None)
         subdirs = []
         for entry in entries:
             try:
@@ -192,7 +193,8 @@ def _walk(root: Path, history: History, skipped: _Skipped) -> Iterator[Path]:
             except OSError:
                 is_dir = False
             if is_dir:
-                if not in_checkpoint and not entry.name.startswith(".") and entry.name != "__pycache__":
+                if not in_checkpoint and not entry.name.startswith(".") and entry.name != "__pycache__" \
+                        and not (not parts and skip_checkpoints and entry.name in skip_checkpoints):
                     subdirs.append(entry.name)
                 continue
             if in_checkpoint and (len(parts) > 1 or entry.name != "trainer_state.json"):
@@ -208,6 +210,8 @@ def _walk(root: Path, history: History, skipped: _Skipped) -> Iterator[Path]:
             if not stat.S_ISREG(st.st_mode):
                 skipped.add(path, f"{file_kind(st.st_mode)}, not a regular file")
                 continue
+            if in_checkpoint and found_checkpoint is not None:
+                found_checkpoint.add(parts[0])
             yield path
         stack.extend((here / d, parts + (d,)) for d in reversed(subdirs))
 
@@ -294,8 +298,8 @@ def load_history(
             )
         groups[r.FORMAT] = [p]
     else:
-        skipped = _Skipped(p)
-        for f in _walk(p, history, skipped):
+        skipped = SkippedFiles(p)
+        for f in walk_run(p, history, skipped):
             if f.name in SUMMARY_FILES:
                 _read_summary(f, history)
                 continue
@@ -374,7 +378,8 @@ def _warn_if_several_runs(root: Path, groups: dict[str, list[Path]], history: Hi
     for fmt, files in groups.items():
         if fmt in ("tensorboard", "dvclive"):  # one file per tag / per metric, in sub-folders by name
             continue
-        dirs = {f.parent for f in files if not any(_is_checkpoint_dir(x) for x in f.relative_to(root).parts[:-1])}
+        dirs = {f.parent for f in files
+                if not any(checkpoint_step(x) is not None for x in f.relative_to(root).parts[:-1])}
         if len(dirs) < 2 or all(_VERSION_DIR.match(d.name) for d in dirs):
             continue
         names = sorted(str(d.relative_to(root)) or "." for d in dirs)

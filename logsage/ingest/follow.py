@@ -8,24 +8,15 @@ without reaching into ingest's private names.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
 from logsage.core.errors import UsageError
 from logsage.core.history import History
-from logsage.core.runfolder import RUN_MANIFEST, checkpoint_step
-from logsage.ingest import (
-    KNOWN_NON_LOGS,
-    NOT_LOG_SUFFIXES,
-    SUMMARY_FILES,
-    merge_sources,
-    claiming_reader,
-    reader_modules,
-    formats,
-)
-from logsage.ingest.readers.base import ReadResult
+from logsage.core.runfolder import RUN_MANIFEST
+from logsage.ingest import (KNOWN_NON_LOGS, NOT_LOG_SUFFIXES, SUMMARY_FILES, SkippedFiles, formats, reader_modules,
+                            walk_run)
 
 
 def readers(format: str | None = None) -> list[ModuleType]:
@@ -43,16 +34,6 @@ def readers(format: str | None = None) -> list[ModuleType]:
     return mods
 
 
-def reader_for(path: Path, candidates: list[ModuleType]) -> ModuleType | None:
-    """The first reader that claims `path` (by name and first bytes), or None."""
-    return claiming_reader(path, candidates)
-
-
-def is_checkpoint_dir(name: str) -> bool:
-    """`checkpoint-N` with N in ASCII digits (the one rule, `logsage.core.runfolder`)."""
-    return checkpoint_step(name) is not None
-
-
 def is_run_summary(path: Path) -> bool:
     """all_results.json and its kin, and logsage's own manifest: part of a run, never a curve."""
     return path.name in SUMMARY_FILES or path.name == RUN_MANIFEST
@@ -65,35 +46,17 @@ def never_a_log(path: Path) -> bool:
 
 def run_files(root: Path, *, skip_checkpoints: set[str] | None = None,
               found_checkpoint: set[str] | None = None) -> Iterator[Path]:
-    """The run folder's files as `load_history` lists them (sorted; a checkpoint-N/ folder gives
-    only its trainer_state.json).
+    """The run folder's files as `load_history` lists them: the same walk (sorted, regular files only:
+    a FIFO named like a log never blocks a follower; a checkpoint-N/ folder gives only its
+    trainer_state.json).
 
     skip_checkpoints: checkpoint folder names not to list again (a follower that already
         follows their trainer_state.json), so that listing does not grow with the checkpoints.
     found_checkpoint: filled with the names of checkpoint folders whose trainer_state.json
         was listed.
     """
-    skip = skip_checkpoints or set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        parts = here.relative_to(root).parts
-        if parts and is_checkpoint_dir(parts[0]):
-            dirnames[:] = []
-            if len(parts) == 1 and "trainer_state.json" in filenames:
-                if found_checkpoint is not None:
-                    found_checkpoint.add(parts[0])
-                yield here / "trainer_state.json"
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__"
-                             and not (not parts and d in skip))
-        for fn in sorted(filenames):
-            yield here / fn
+    yield from walk_run(root, History(path=str(root), format=""), SkippedFiles(root), skip_checkpoints=skip_checkpoints,
+                    found_checkpoint=found_checkpoint)
 
 
-def merge_results(history: History, results: list[ReadResult]) -> None:
-    """Combine readers' results into `history` as `load_history` does (the most precise source wins)."""
-    merge_sources(history, results)
-
-
-__all__ = ["is_checkpoint_dir", "is_run_summary", "merge_results", "never_a_log", "reader_for", "readers",
-           "run_files"]
+__all__ = ["is_run_summary", "never_a_log", "readers", "run_files"]

@@ -143,7 +143,8 @@ class Watcher:
 
     # ------------------------------------------------------------------ files
     def _discover(self) -> None:
-        from logsage.ingest.follow import is_run_summary, never_a_log, reader_for, run_files
+        from logsage.ingest import claiming_reader
+        from logsage.ingest.follow import is_run_summary, never_a_log, run_files
 
         if self.root.is_file():
             files = [self.root]
@@ -162,7 +163,8 @@ class Watcher:
                 self.known.add(str(f))
                 self._skipped.append(f"{f}: not a regular file (a FIFO, socket or device); watch does not read it")
                 continue
-            r = self.reader_modules[0] if (self.format is not None and self.root.is_file()) else reader_for(f, self.reader_modules)
+            forced = self.format is not None and self.root.is_file()
+            r = self.reader_modules[0] if forced else claiming_reader(f, self.reader_modules)
             if r is None:
                 continue  # not a log (weights, configs...); looked at again only if it is new
             self.known.add(str(f))
@@ -200,7 +202,7 @@ class Watcher:
         return self._history
 
     def _build(self) -> History | None:
-        from logsage.ingest.follow import merge_results
+        from logsage.ingest import merge_sources
 
         results = [f.result() for f in self.followers]
         results = [r for r in results if r is not None and r.series]
@@ -208,7 +210,7 @@ class Watcher:
             return None
         self.n_rebuilds += 1
         h = History(path=self.path, format="")
-        merge_results(h, results)
+        merge_sources(h, results)
         if self.root.is_dir():
             h.checkpoints = self.inventory.refresh()
         return h
