@@ -67,7 +67,7 @@ from logsage.core.names import default_mode
 from logsage.core.objective import check_mode, orient
 from logsage.decide import scoring
 from logsage.decide.result import BuiltSegment, Decision, Decisions, ReplayResult, RunBlock, RunSegment
-from logsage.decide.select import (  # noqa: F401  (select_evaluation: re-exported for logsage.live)
+from logsage.decide.select import (
     STAT_GETTER,
     RunContext,
     table_columns,
@@ -75,10 +75,8 @@ from logsage.decide.select import (  # noqa: F401  (select_evaluation: re-export
     prepare_run,
     score_many,
     score_one,
-    select_evaluation,
 )
 from logsage.rules.base import (
-    COMMON_PARAM_HELP,  # noqa: F401 - declared with the rules; re-exported for describe_rules' readers
     Outcome,
     RuleInfo,
     RuleInput,

@@ -19,7 +19,7 @@ Incremental advice. The parsed history and the rule's state are kept between pol
 when the monitored series comes from one follower and grows by new steps only, each new
 evaluation costs O(1) for a rule with an incremental state (`logsage.live.state`: the
 rule's own update, one evaluation at a time; rules are causal, so this is exact), and
-the selection is `logsage.decide.engine.select_evaluation`, the one replay uses. Anything
+the selection is `logsage.decide.select.select_evaluation`, the one replay uses. Anything
 else (a rewrite, a second source of the metric, a rule without an incremental state)
 rebuilds the history and replays the prefix through `logsage.decide.engine.replay` - the
 same path as an offline replay. Either way the evaluation at which watch says "would stop
@@ -424,7 +424,7 @@ class _FastPath:
         return out
 
     def _advice(self, w: Watcher, t: int, checkpoints: list) -> Advice:
-        from logsage.decide.engine import select_evaluation
+        from logsage.decide.select import select_evaluation
 
         stop, best, decidable = self._outcome_at(t)
         by_step = {c.step: c for c in checkpoints}
