@@ -118,7 +118,7 @@ class Watcher:
         self.metric = metric
         self.mode = check_mode(mode) if mode else None
         self.format = format
-        self.reader_modules = readers(format)  # UsageError for an unknown format, before any waiting
+        self._readers = readers(format)  # UsageError for an unknown format, before any waiting
         self.followers: list[Any] = []
         self.groups: dict[str, Any] = {}  # format -> the follower that reads all its files together
         self.known: set[str] = set()
@@ -164,7 +164,7 @@ class Watcher:
                 self._skipped.append(f"{f}: not a regular file (a FIFO, socket or device); watch does not read it")
                 continue
             forced = self.format is not None and self.root.is_file()
-            r = self.reader_modules[0] if forced else claiming_reader(f, self.reader_modules)
+            r = self._readers[0] if forced else claiming_reader(f, self._readers)
             if r is None:
                 continue  # not a log (weights, configs...); looked at again only if it is new
             self.known.add(str(f))
