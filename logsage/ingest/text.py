@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -195,6 +195,15 @@ def sniff_delimiter(header_line: str) -> str:
         if d in header_line:
             return d
     return ","
+
+
+def csv_files(paths: list[Path], res: Any) -> Iterator[tuple[Path, str, CsvTable]]:
+    """(path, its name as text, its table) for each file of a CSV reader, in natural order; each
+    file is recorded in `res.files` and read with `read_csv` (its warnings and cleanups go to `res`)."""
+    for path in sorted(paths, key=natural_key):
+        file = str(path)
+        res.files.append(file)
+        yield path, file, read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
 
 
 def read_csv(path: Path, *, res_warnings: list[str], cleanups: list[Cleanup],

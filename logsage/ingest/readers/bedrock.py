@@ -19,7 +19,7 @@ from pathlib import Path
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
 from logsage.ingest.readers.base import ReadContext, ReadResult
-from logsage.ingest.text import PointCollector, as_step, header_of, natural_key, read_csv
+from logsage.ingest.text import PointCollector, as_step, csv_files, header_of
 
 FORMAT = "bedrock"
 DESCRIPTION = "Amazon Bedrock step_wise_training_metrics.csv / validation_metrics.csv"
@@ -36,10 +36,7 @@ def claims(path: Path, head: bytes) -> bool:
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         if table.header[:2] != ["step_number", "epoch_number"]:
             raise IngestError(f"{path}: header does not start with step_number,epoch_number; not a Bedrock "
                               "metrics file - pass --format to pick another reader")

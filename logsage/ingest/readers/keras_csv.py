@@ -34,8 +34,7 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError, UsageError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import (PointCollector, header_of, natural_key, read_csv, row_step, sniff_delimiter,
-                                 unnamed_cleanup)
+from logsage.ingest.text import PointCollector, csv_files, header_of, row_step, sniff_delimiter, unnamed_cleanup
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "keras"
@@ -62,10 +61,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     res.meta["step_unit"] = "epoch"
     points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         if not table.header or table.header[0] != "epoch":
             raise IngestError(f"{path}: first column is {table.header[0]!r}, not 'epoch'; "
                               "not a Keras CSVLogger file - pass --format wide for a csv with a step column")

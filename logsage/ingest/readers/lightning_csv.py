@@ -26,8 +26,8 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import (HF_SUMMARY_KEYS, PointCollector, find_column, header_of, natural_key, plain,
-                                 read_csv, row_step, unnamed_cleanup)
+from logsage.ingest.text import (HF_SUMMARY_KEYS, PointCollector, csv_files, find_column, header_of, plain, row_step,
+                                 unnamed_cleanup)
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "lightning"
@@ -70,10 +70,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     points = PointCollector(format=FORMAT, precision=PRECISION)
     first_steps: list[tuple[str, int]] = []
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         step_col = find_column(table.header, ("step",))
         if step_col is None:
             raise IngestError(f"{path}: has no 'step' column (header: {','.join(table.header)}); "

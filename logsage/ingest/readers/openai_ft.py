@@ -28,7 +28,7 @@ from pathlib import Path
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
 from logsage.ingest.readers.base import ReadContext, ReadResult
-from logsage.ingest.text import PointCollector, find_column, header_of, natural_key, read_csv, row_step
+from logsage.ingest.text import PointCollector, csv_files, find_column, header_of, row_step
 
 FORMAT = "openai-ft"
 DESCRIPTION = "OpenAI / Azure OpenAI fine-tuning results CSV (step,train_loss,...,full_valid_loss)"
@@ -66,10 +66,7 @@ def _name(col: str, has_full: bool) -> tuple[str, str]:
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         step_col = find_column(table.header, ("step",))
         if step_col is None:
             raise IngestError(f"{path}: has no 'step' column; not an OpenAI fine-tuning results file - "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import PointCollector, as_step, header_of, natural_key, read_csv
+from logsage.ingest.text import PointCollector, as_step, csv_files, header_of
 from logsage.ingest.readers.base import ReadContext, ReadResult, to_float
 
 FORMAT = "sentence-transformers"
@@ -48,10 +48,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     points = PointCollector(format=FORMAT, precision=PRECISION)
     units = set()
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         if table.header[:2] != ["epoch", "steps"]:
             raise IngestError(f"{path}: header starts {','.join(table.header[:2])!r}, not 'epoch,steps'; not a "
                               "sentence-transformers evaluator file - pass --format to pick another reader")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import (PointCollector, as_step, cell_value, find_column, header_of, is_hf_summary_tag,
-                                  natural_key, post_training_eval_cleanup, read_csv)
+from logsage.ingest.text import (PointCollector, as_step, cell_value, csv_files, find_column, header_of,
+                                 is_hf_summary_tag, post_training_eval_cleanup)
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "tb-csv"
@@ -56,10 +56,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     rows: list[tuple[str, str, int, float | str, float | None]] = []  # (file, tag, step, value, wall time)
     blank: dict[str, int] = {}
     ui_runs = {_ui_tag(p)[0] for p in paths}
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         low = [h.lower() for h in table.header]
         step_col, value_col = find_column(table.header, ("step",)), find_column(table.header, ("value",))
         wall_col = find_column(table.header, ("wall_time", "wall time"))

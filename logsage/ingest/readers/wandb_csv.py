@@ -24,8 +24,8 @@ from pathlib import Path
 
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
-from logsage.ingest.text import (PointCollector, as_step, cell_value, find_column, header_of, is_hf_summary_tag,
-                                  natural_key, post_training_eval_cleanup, read_csv, unnamed_cleanup)
+from logsage.ingest.text import (PointCollector, as_step, cell_value, csv_files, find_column, header_of,
+                                 is_hf_summary_tag, post_training_eval_cleanup, unnamed_cleanup)
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "wandb"
@@ -54,9 +54,7 @@ def _is_panel(header: list[str]) -> bool:
 def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        res.files.append(str(path))
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, _, table in csv_files(paths, res):
         if _is_panel(table.header):
             _read_panel(path, table, points, res)
         else:

@@ -33,7 +33,7 @@ from pathlib import Path
 from logsage.core.errors import IngestError
 from logsage.core.history import Cleanup
 from logsage.core.names import canonical_name
-from logsage.ingest.text import PointCollector, as_step, cell_value, header_of, natural_key, read_csv
+from logsage.ingest.text import PointCollector, as_step, cell_value, csv_files, header_of
 from logsage.ingest.readers.base import ReadContext, ReadResult
 
 FORMAT = "yolo"
@@ -68,10 +68,7 @@ def read(paths: list[Path], *, ctx: ReadContext) -> ReadResult:
     res = ReadResult(format=FORMAT, precision=PRECISION)
     res.meta["step_unit"] = "epoch"
     points = PointCollector(format=FORMAT, precision=PRECISION)
-    for path in sorted(paths, key=natural_key):
-        file = str(path)
-        res.files.append(file)
-        table = read_csv(path, res_warnings=res.warnings, cleanups=res.cleanups)
+    for path, file, table in csv_files(paths, res):
         header = table.header
         if not header or header[0] != "epoch":
             raise IngestError(f"{path}: first column is {header[0]!r}, not 'epoch'; not an Ultralytics "
